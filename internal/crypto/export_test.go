@@ -1,0 +1,11 @@
+package crypto
+
+// Test-only access to raw material, for vectors and interop checks.
+
+func (k Key) RawForTest() []byte { return k.bytes() }
+
+func (k *PrivateKey) RecordForTest() ([]byte, error) { return k.record() }
+
+func ParsePrivateKeyRecordForTest(b []byte) (*PrivateKey, error) { return parsePrivateKeyRecord(b) }
+
+func ContextBytesForTest(c Context, kind byte) ([]byte, error) { return c.bytes(kind) }

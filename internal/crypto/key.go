@@ -1,0 +1,72 @@
+package crypto
+
+import (
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+)
+
+// KeySize is the size of every symmetric key in the hierarchy.
+const KeySize = 32
+
+const redacted = "[REDACTED]"
+
+// Key is a 256-bit secret key: a master, wrap, account or conversation key.
+// The zero Key is empty and unusable. Copies of a Key share one buffer, so
+// Wipe on any copy wipes them all. A Key prints as [REDACTED] through fmt,
+// log/slog and encoding/json.
+type Key struct{ b *[KeySize]byte }
+
+// NewKey returns a fresh random key.
+func NewKey() Key {
+	k := Key{b: new([KeySize]byte)}
+	rand.Read(k.b[:]) // crypto/rand.Read never fails (Go ≥ 1.24)
+	return k
+}
+
+// KeyFromBytes copies 32 raw bytes into a new Key.
+func KeyFromBytes(b []byte) (Key, error) {
+	if len(b) != KeySize {
+		return Key{}, fmt.Errorf("%w: key is %d bytes, want %d", ErrMalformed, len(b), KeySize)
+	}
+	k := Key{b: new([KeySize]byte)}
+	copy(k.b[:], b)
+	return k, nil
+}
+
+// Valid reports whether k holds key material.
+func (k Key) Valid() bool { return k.b != nil }
+
+// Wipe zeroes the key in place. It is safe on the zero Key and safe twice.
+func (k Key) Wipe() {
+	if k.b != nil {
+		clear(k.b[:])
+	}
+}
+
+// Equal reports whether two keys hold the same bytes (not constant time;
+// for tests and assertions, never for authentication).
+func (k Key) Equal(o Key) bool {
+	return k.b != nil && o.b != nil && *k.b == *o.b
+}
+
+func (k Key) bytes() []byte {
+	if k.b == nil {
+		return nil
+	}
+	return k.b[:]
+}
+
+func (Key) String() string               { return redacted }
+func (Key) GoString() string             { return "crypto.Key" + redacted }
+func (Key) LogValue() slog.Value         { return slog.StringValue(redacted) }
+func (Key) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+func (k Key) Format(f fmt.State, _ rune) { fmt.Fprint(f, redacted) }
+
+// AuthKey is the key a client sends to the server at registration and
+// login. It is a secret (the server hashes it like a password), so it prints
+// as redacted; Text gives the base64 form for the request body.
+type AuthKey struct{ Key }
+
+// Text returns the base64 form sent to the server.
+func (a AuthKey) Text() string { return EncodeText(a.bytes()) }
