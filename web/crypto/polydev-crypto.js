@@ -546,11 +546,23 @@ async function publicOf(suite, sk) {
   return new Uint8Array(await kem.serializePublicKey(await kem._prim.derivePublicKey(key)));
 }
 
+// RFC 9180 §7.1.2: SerializePrivateKey for X25519 clamps the scalar. The
+// @hpke module serializes the unclamped bytes; clamping gives the same key
+// and the same record as Go's crypto/hpke.
+function clamp(suite, sk) {
+  if (suite.name === "x25519") {
+    sk[0] &= 248;
+    sk[31] &= 127;
+    sk[31] |= 64;
+  }
+  return sk;
+}
+
 /** Makes a new key pair; returns the PrivateKey (its .publicKey is the public half). */
 export async function generateKeyPair(suiteName = DEFAULT_SUITE) {
   const suite = suiteByName(suiteName);
   const pair = await suite.cs.kem.generateKeyPair();
-  const sk = new Uint8Array(await suite.cs.kem.serializePrivateKey(pair.privateKey));
+  const sk = clamp(suite, new Uint8Array(await suite.cs.kem.serializePrivateKey(pair.privateKey)));
   const pk = new Uint8Array(await suite.cs.kem.serializePublicKey(pair.publicKey));
   return new PrivateKey(suite, sk, new PublicKey(suite, pk));
 }
@@ -589,7 +601,7 @@ export function privateKeyRecord(priv) {
 export async function parsePrivateKeyRecord(b) {
   const { suite, key } = parseKeyRecord(b, KIND_PRIVATE_KEY, "private");
   if (key.length !== suite.nsk) fail("malformed", `${suite.name} private key is ${key.length} bytes, want ${suite.nsk}`);
-  return privateFromSerialized(suite, new Uint8Array(key));
+  return privateFromSerialized(suite, clamp(suite, new Uint8Array(key)));
 }
 
 const sealedInfo = (ctx) => utf8.encode(`polydev/v1/sealed/${ctx.table}/${ctx.field}`);
