@@ -13,14 +13,19 @@ const redacted = "[REDACTED]"
 
 // Key is a 256-bit secret key: a master, wrap, account or conversation key.
 // The zero Key is empty and unusable. Copies of a Key share one buffer, so
-// Wipe on any copy wipes them all. A Key prints as [REDACTED] through fmt,
-// log/slog and encoding/json.
-type Key struct{ b *[KeySize]byte }
+// Wipe on any copy zeroes and disables them all. A Key prints as [REDACTED]
+// through fmt, log/slog and encoding/json.
+type Key struct{ s *keyState }
+
+type keyState struct {
+	b     [KeySize]byte
+	wiped bool
+}
 
 // NewKey returns a fresh random key.
 func NewKey() Key {
-	k := Key{b: new([KeySize]byte)}
-	rand.Read(k.b[:]) // crypto/rand.Read never fails (Go ≥ 1.24)
+	k := Key{s: new(keyState)}
+	rand.Read(k.s.b[:]) // crypto/rand.Read never fails (Go ≥ 1.24)
 	return k
 }
 
@@ -29,32 +34,37 @@ func KeyFromBytes(b []byte) (Key, error) {
 	if len(b) != KeySize {
 		return Key{}, fmt.Errorf("%w: key is %d bytes, want %d", ErrMalformed, len(b), KeySize)
 	}
-	k := Key{b: new([KeySize]byte)}
-	copy(k.b[:], b)
+	k := Key{s: new(keyState)}
+	copy(k.s.b[:], b)
 	return k, nil
 }
 
-// Valid reports whether k holds key material.
-func (k Key) Valid() bool { return k.b != nil }
+// Valid reports whether k holds key material (it is neither the zero Key
+// nor wiped).
+func (k Key) Valid() bool { return k.s != nil && !k.s.wiped }
 
-// Wipe zeroes the key in place. It is safe on the zero Key and safe twice.
+// Wipe zeroes the key in place and makes it unusable. It is safe on the
+// zero Key and safe twice.
 func (k Key) Wipe() {
-	if k.b != nil {
-		clear(k.b[:])
+	if k.s != nil {
+		clear(k.s.b[:])
+		k.s.wiped = true
 	}
 }
 
-// Equal reports whether two keys hold the same bytes (not constant time;
-// for tests and assertions, never for authentication).
+// Equal reports whether two valid keys hold the same bytes (not constant
+// time; for tests and assertions, never for authentication).
 func (k Key) Equal(o Key) bool {
-	return k.b != nil && o.b != nil && *k.b == *o.b
+	return k.Valid() && o.Valid() && k.s.b == o.s.b
 }
 
+// bytes returns the key material, or nil for an invalid key; every user
+// checks Valid first.
 func (k Key) bytes() []byte {
-	if k.b == nil {
+	if !k.Valid() {
 		return nil
 	}
-	return k.b[:]
+	return k.s.b[:]
 }
 
 func (Key) String() string               { return redacted }
