@@ -2,6 +2,8 @@ package crypto_test
 
 import (
 	"bytes"
+	"crypto/ecdh"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -23,7 +25,7 @@ func TestSecretsAreRedacted(t *testing.T) {
 	auth := crypto.AuthKey{Key: crypto.NewKey()}
 	rec, _ := priv.RecordForTest()
 	secrets := []string{hex.EncodeToString(key.RawForTest()), hex.EncodeToString(auth.RawForTest()), hex.EncodeToString(rec[3:]),
-		crypto.EncodeText(key.RawForTest()), auth.Text()}
+		crypto.EncodeText(key.RawForTest()), must(auth.Text())}
 
 	var out bytes.Buffer
 	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%x", "%X", "%q", "%d"} {
@@ -198,13 +200,59 @@ func TestKDFDefaultsAndDowngrade(t *testing.T) {
 	if err := pb.Validate(); !errors.Is(err, crypto.ErrInvalidKDFParams) {
 		t.Fatalf("pbkdf2 with parallelism: got %v; want ErrInvalidKDFParams", err)
 	}
-	if _, err := crypto.DeriveMasterKey(bytes.Repeat([]byte("a"), crypto.MaxPasswordBytes+1), pb); !errors.Is(err, crypto.ErrMalformed) && !errors.Is(err, crypto.ErrInvalidKDFParams) {
-		t.Fatalf("overlong password: got %v", err)
+	if _, err := crypto.DeriveMasterKey(bytes.Repeat([]byte("a"), crypto.MaxPasswordBytes+1), crypto.DefaultPBKDF2Params()); !errors.Is(err, crypto.ErrMalformed) {
+		t.Fatalf("overlong password: got %v; want ErrMalformed", err)
 	}
 	// A record embedded in a larger document is checked just as strictly.
 	var doc struct{ KDF crypto.KDFParams }
 	if err := json.Unmarshal([]byte(`{"KDF":{"version":1,"algorithm":"pbkdf2-sha256","salt":"AAAAAAAAAAAAAAAAAAAAAA==","iterations":1000}}`), &doc); !errors.Is(err, crypto.ErrWeakKDFParams) {
 		t.Fatalf("embedded weak record: got %v; want ErrWeakKDFParams", err)
+	}
+}
+
+func TestPasswordHandling(t *testing.T) {
+	t.Parallel()
+	p := crypto.DefaultPBKDF2Params()
+	pw := []byte("hunter2 is NFC already")
+	orig := append([]byte{}, pw...)
+	k1, err := crypto.DeriveMasterKey(pw, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(pw, orig) {
+		t.Fatalf("DeriveMasterKey changed the caller's password buffer to %q", pw)
+	}
+	k2, _ := crypto.DeriveMasterKey(pw, p)
+	if !k1.Equal(k2) {
+		t.Fatal("deriving twice from the same buffer gave different keys")
+	}
+	// A byte-order mark is a character like any other: kept, not stripped.
+	bom, _ := crypto.DeriveMasterKey(append([]byte("\ufeff"), pw...), p)
+	if bom.Equal(k1) {
+		t.Fatal("a leading BOM was ignored")
+	}
+	for _, bad := range [][]byte{{0xff, 'p', 'w'}, []byte("a\xc3"), []byte("\xed\xa0\x80")} {
+		if _, err := crypto.DeriveMasterKey(bad, p); !errors.Is(err, crypto.ErrMalformed) {
+			t.Errorf("password %x: got %v; want ErrMalformed", bad, err)
+		}
+	}
+}
+
+// The small-order list is right: each entry makes X25519 fail.
+func TestLowOrderX25519(t *testing.T) {
+	t.Parallel()
+	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, lo := range crypto.LowOrderX25519ForTest {
+		pub, err := ecdh.X25519().NewPublicKey(lo[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := priv.ECDH(pub); err == nil {
+			t.Errorf("entry %d (%x) is not of small order", i, lo)
+		}
 	}
 }
 
@@ -229,7 +277,7 @@ func TestPasswordChangeRewrapsOnlyTheAccountKey(t *testing.T) {
 	newMK, _ := crypto.DeriveMasterKey([]byte("new password"), newP)
 	newAuth, newWrap, _ := crypto.DeriveSubkeys(newMK)
 	rewrapped, _ := crypto.WrapKey(newWrap, crypto.AccountKeyContext(user), ak)
-	if newAuth.Text() == oldAuth.Text() {
+	if must(newAuth.Text()) == must(oldAuth.Text()) {
 		t.Fatal("auth key did not change with the password")
 	}
 	if _, err := crypto.UnwrapKey(oldWrap, crypto.AccountKeyContext(user), rewrapped); !errors.Is(err, crypto.ErrOpenFailed) {
@@ -269,8 +317,21 @@ func TestSealedSuiteMismatchAndKeys(t *testing.T) {
 					t.Fatalf("size %d: %v", size, err)
 				}
 			}
-			if _, err := crypto.OpenSealed(nil, ctx, "AgAg"); !errors.Is(err, crypto.ErrMalformed) {
-				t.Fatalf("nil key: got %v", err)
+			env, err := crypto.SealTo(pub, ctx, []byte("x"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := crypto.OpenSealed(nil, ctx, env); !errors.Is(err, crypto.ErrMalformed) {
+				t.Fatalf("nil key: got %v; want ErrMalformed", err)
+			}
+			for _, other := range crypto.Suites {
+				if other == s {
+					continue
+				}
+				k, _ := crypto.GenerateKeyPair(other)
+				if _, err := crypto.OpenSealed(k, ctx, env); !errors.Is(err, crypto.ErrUnsupportedSuite) {
+					t.Fatalf("%s key on a %s envelope: got %v; want ErrUnsupportedSuite", other.Name, s.Name, err)
+				}
 			}
 		})
 	}

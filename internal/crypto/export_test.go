@@ -21,3 +21,5 @@ func NewGCMForTest(key []byte) (interface {
 	}
 	return newGCM(k)
 }
+
+var LowOrderX25519ForTest = lowOrderX25519

@@ -11,6 +11,8 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/text/unicode/norm"
@@ -35,10 +37,15 @@ const (
 	MaxArgon2Parallelism = 16
 	MinPBKDF2Iterations  = 600_000
 	MaxPBKDF2Iterations  = 10_000_000
-	MinSaltSize          = 16
-	MaxSaltSize          = 64
-	DefaultSaltSize      = 32
-	MaxPasswordBytes     = 4096
+	// MaxArgon2Cost bounds memory_kib × iterations (1 GiB × 3 passes), so
+	// the largest record a client accepts costs seconds, not minutes.
+	MaxArgon2Cost = 3 * 1024 * 1024
+	// MaxKDFRecordSize bounds the JSON record itself.
+	MaxKDFRecordSize = 1024
+	MinSaltSize      = 16
+	MaxSaltSize      = 64
+	DefaultSaltSize  = 32
+	MaxPasswordBytes = 4096
 )
 
 // KDFParams is the version-1 KDF record (docs/crypto.md §3.1). Build one with
@@ -83,7 +90,13 @@ func (p KDFParams) Validate() error {
 		if err := bound("iterations", int64(p.Iterations), MinArgon2Iterations, MaxArgon2Iterations); err != nil {
 			return err
 		}
-		return bound("parallelism", int64(p.Parallelism), MinArgon2Parallelism, MaxArgon2Parallelism)
+		if err := bound("parallelism", int64(p.Parallelism), MinArgon2Parallelism, MaxArgon2Parallelism); err != nil {
+			return err
+		}
+		if uint64(p.MemoryKiB)*uint64(p.Iterations) > MaxArgon2Cost {
+			return fmt.Errorf("%w: memory_kib × iterations above the maximum %d", ErrInvalidKDFParams, MaxArgon2Cost)
+		}
+		return nil
 	case PBKDF2SHA256:
 		if p.MemoryKiB != 0 || p.Parallelism != 0 {
 			return fmt.Errorf("%w: pbkdf2-sha256 takes no memory_kib or parallelism", ErrInvalidKDFParams)
@@ -113,6 +126,9 @@ var kdfMembers = map[string][]string{
 // docs/crypto.md §3.1 in order. A record below the minimums is
 // ErrWeakKDFParams: the caller must refuse to derive anything from it.
 func ParseKDFParams(data []byte) (KDFParams, error) {
+	if len(data) > MaxKDFRecordSize || !utf8.Valid(data) {
+		return KDFParams{}, fmt.Errorf("%w: record must be UTF-8 of at most %d bytes", ErrInvalidKDFParams, MaxKDFRecordSize)
+	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(data, &m); err != nil || m == nil {
 		return KDFParams{}, fmt.Errorf("%w: not a JSON object", ErrInvalidKDFParams)
@@ -187,6 +203,9 @@ func ParseKDFParams(data []byte) (KDFParams, error) {
 			}
 		}
 		p.MemoryKiB, p.Iterations, p.Parallelism = uint32(nums["memory_kib"]), uint32(nums["iterations"]), uint8(nums["parallelism"])
+		if err := p.Validate(); err != nil { // the cost bound
+			return KDFParams{}, err
+		}
 	case PBKDF2SHA256:
 		if err := check("iterations", MinPBKDF2Iterations, MaxPBKDF2Iterations); err != nil {
 			return KDFParams{}, err
@@ -228,6 +247,9 @@ func isRangeErr(err error) bool {
 // MarshalJSON writes the canonical record: members in the order of §3.1, no
 // whitespace.
 func (p KDFParams) MarshalJSON() ([]byte, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
 	switch p.Algorithm {
 	case Argon2id:
 		return fmt.Appendf(nil, `{"version":1,"algorithm":"argon2id","salt":%q,"memory_kib":%d,"iterations":%d,"parallelism":%d}`,
@@ -259,17 +281,18 @@ func DeriveMasterKey(password []byte, params KDFParams) (Key, error) {
 	if err := params.Validate(); err != nil {
 		return Key{}, err
 	}
-	pw := norm.NFC.Bytes(password)
-	defer clear(pw)
-	if len(pw) < 1 || len(pw) > MaxPasswordBytes {
-		return Key{}, fmt.Errorf("%w: password must be 1-%d bytes", ErrMalformed, MaxPasswordBytes)
+	pw, err := normalizePassword(password)
+	if err != nil {
+		return Key{}, err
 	}
+	defer clear(pw)
 	var out []byte
 	switch params.Algorithm {
 	case Argon2id:
 		out = argon2.IDKey(pw, params.Salt, params.Iterations, params.MemoryKiB, params.Parallelism, KeySize)
 	case PBKDF2SHA256:
-		var err error
+		// crypto/pbkdf2 takes the password as a string: that copy cannot
+		// be wiped (docs/crypto.md §8).
 		out, err = pbkdf2.Key(sha256.New, string(pw), params.Salt, int(params.Iterations), KeySize)
 		if err != nil {
 			return Key{}, fmt.Errorf("%w: pbkdf2: %v", ErrInvalidKDFParams, err)
@@ -277,6 +300,40 @@ func DeriveMasterKey(password []byte, params KDFParams) (Key, error) {
 	}
 	defer clear(out)
 	return KeyFromBytes(out)
+}
+
+// normalizePassword returns a new buffer holding UTF-8(NFC(password)),
+// never aliasing the caller's (norm.NFC.Bytes may return its input, and the
+// caller's buffer must survive the wipe). It refuses invalid UTF-8 and code
+// points unassigned in this build's Unicode tables: normalisation of
+// assigned characters is stable across Unicode versions, so two
+// implementations that both accept a password normalise it identically.
+func normalizePassword(password []byte) ([]byte, error) {
+	if !utf8.Valid(password) {
+		return nil, fmt.Errorf("%w: password is not valid UTF-8", ErrMalformed)
+	}
+	for _, r := range string(password) {
+		if !unicode.In(r, assigned...) || isNoncharacter(r) {
+			return nil, fmt.Errorf("%w: password has a code point unassigned in Unicode %s", ErrMalformed, unicode.Version)
+		}
+	}
+	pw := norm.NFC.Append(make([]byte, 0, len(password)+len(password)/2), password...)
+	if len(pw) < 1 || len(pw) > MaxPasswordBytes {
+		clear(pw)
+		return nil, fmt.Errorf("%w: password must be 1-%d bytes", ErrMalformed, MaxPasswordBytes)
+	}
+	return pw, nil
+}
+
+// assigned are the general categories of assigned code points: everything
+// but Cn. (unicode.C would not do: Go's table for it includes Cn.)
+var assigned = []*unicode.RangeTable{unicode.L, unicode.M, unicode.N, unicode.P, unicode.S, unicode.Z,
+	unicode.Cc, unicode.Cf, unicode.Co, unicode.Cs}
+
+// isNoncharacter reports the 66 noncharacters (U+FDD0–U+FDEF and the last
+// two code points of every plane), which are Cn.
+func isNoncharacter(r rune) bool {
+	return r >= 0xFDD0 && r <= 0xFDEF || r&0xFFFE == 0xFFFE
 }
 
 // HKDF labels of §3.4.

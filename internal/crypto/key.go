@@ -79,4 +79,9 @@ func (k Key) Format(f fmt.State, _ rune) { fmt.Fprint(f, redacted) }
 type AuthKey struct{ Key }
 
 // Text returns the base64 form sent to the server.
-func (a AuthKey) Text() string { return EncodeText(a.bytes()) }
+func (a AuthKey) Text() (string, error) {
+	if !a.Valid() {
+		return "", fmt.Errorf("%w: empty or wiped auth key", ErrMalformed)
+	}
+	return EncodeText(a.bytes()), nil
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdh"
 	"crypto/hpke"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 )
@@ -169,6 +170,10 @@ func ParsePublicKeyBytes(b []byte) (*PublicKey, error) {
 	if len(key) != suite.npk {
 		return nil, fmt.Errorf("%w: %s public key is %d bytes, want %d", ErrMalformed, suite.Name, len(key), suite.npk)
 	}
+	// The X25519 share is the whole key, or X-Wing's last 32 bytes.
+	if err := checkX25519Public(key[len(key)-32:]); err != nil {
+		return nil, fmt.Errorf("%w: %s public key: %v", ErrMalformed, suite.Name, err)
+	}
 	pk, err := suite.kem().NewPublicKey(key)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s public key rejected", ErrMalformed, suite.Name)
@@ -202,7 +207,7 @@ func SealToBytes(pub *PublicKey, ctx Context, plaintext []byte) ([]byte, error) 
 	s := pub.suite
 	enc, sender, err := hpke.NewSender(pub.pk, hpke.HKDFSHA256(), hpke.AES256GCM(), sealedInfo(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("hpke %s: %w", s.Name, err)
+		return nil, fmt.Errorf("%w: hpke %s encapsulation to this key failed", ErrMalformed, s.Name)
 	}
 	out := make([]byte, 0, sealedHeaderSize+len(enc)+len(plaintext)+tagSize)
 	out = append(out, kindSealed)
@@ -282,3 +287,40 @@ func parseSealed(b []byte) (suite *Suite, enc, ct []byte, err error) {
 }
 
 func x25519KEM() hpke.KEM { return hpke.DHKEM(ecdh.X25519()) }
+
+// lowOrderX25519 are the canonical encodings of the points of small order
+// (RFC 7748 §6.1; docs/crypto.md §6.2): with any of them as a public key the
+// shared secret is all zeros, so nothing sealed to it would be secret.
+var lowOrderX25519 = [][32]byte{
+	{},
+	{1},
+	{0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a,
+		0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00},
+	{0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1, 0x55, 0x9c, 0x83, 0xef, 0x5b,
+		0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c, 0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f, 0x11, 0x57},
+	{0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
+}
+
+// checkX25519Public refuses a non-canonical or small-order X25519 public
+// key: the encoding must be below p = 2^255 - 19 with the top bit clear, so
+// every key has exactly one encoding, and must not be a point of small
+// order.
+func checkX25519Public(u []byte) error {
+	if u[31]&0x80 != 0 {
+		return errors.New("x25519 share has the top bit set")
+	}
+	geP := u[31] == 0x7f && u[0] >= 0xed
+	for i := 1; i < 31 && geP; i++ {
+		geP = u[i] == 0xff
+	}
+	if geP {
+		return errors.New("x25519 share is not below 2^255 - 19")
+	}
+	for _, lo := range lowOrderX25519 {
+		if [32]byte(u) == lo {
+			return errors.New("x25519 share is a point of small order")
+		}
+	}
+	return nil
+}

@@ -88,6 +88,7 @@ type publicKeyCase struct {
 	Name      string `json:"name"`
 	PublicKey string `json:"public_key"`
 	Suite     string `json:"suite,omitempty"`
+	Key       string `json:"key,omitempty"` // hex: the serialized KEM public key inside the record
 	Error     string `json:"error,omitempty"`
 }
 
@@ -259,7 +260,7 @@ func checkPublicKey(c publicKeyCase) error {
 	if pk.String() != c.PublicKey {
 		return errors.New("public key does not re-encode to itself")
 	}
-	return nil
+	return hexEq("key", c.Key, pk.Bytes()[3:])
 }
 
 func checkHierarchy(c hierarchyCase) error {
@@ -276,8 +277,8 @@ func checkHierarchy(c hierarchyCase) error {
 	if err != nil {
 		return err
 	}
-	if auth.Text() != c.AuthKey {
-		return fmt.Errorf("auth key: got %s; want %s", auth.Text(), c.AuthKey)
+	if text, err := auth.Text(); err != nil || text != c.AuthKey {
+		return fmt.Errorf("auth key: got %s (%v); want %s", text, err, c.AuthKey)
 	}
 	ak, err := crypto.UnwrapKey(wrap, crypto.AccountKeyContext(c.UserID), c.WrappedAccountKey)
 	if err != nil {

@@ -10,8 +10,11 @@ package crypto_test
 // against what an implementation happened to return.
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"testing/cryptotest"
 
@@ -122,9 +125,9 @@ func genKDF() []kdfCase {
 		kdfCase{Name: "numbers written with a fraction are the same integers",
 			Record:    `{"version":1.0,"algorithm":"argon2id","salt":"` + salt + `","memory_kib":65536.0,"iterations":3,"parallelism":4}`,
 			Canonical: `{"version":1,"algorithm":"argon2id","salt":"` + salt + `","memory_kib":65536,"iterations":3,"parallelism":4}`},
-		kdfCase{Name: "member order and whitespace do not matter",
-			Record:    "{ \"parallelism\": 2, \"iterations\": 16, \"memory_kib\": 1048576,\n \"salt\": \"" + salt + "\", \"algorithm\": \"argon2id\", \"version\": 1 }",
-			Canonical: `{"version":1,"algorithm":"argon2id","salt":"` + salt + `","memory_kib":1048576,"iterations":16,"parallelism":2}`},
+		kdfCase{Name: "member order and whitespace do not matter; cost exactly at the maximum",
+			Record:    "{ \"parallelism\": 2, \"iterations\": 3, \"memory_kib\": 1048576,\n \"salt\": \"" + salt + "\", \"algorithm\": \"argon2id\", \"version\": 1 }",
+			Canonical: `{"version":1,"algorithm":"argon2id","salt":"` + salt + `","memory_kib":1048576,"iterations":3,"parallelism":2}`},
 		kdfCase{Name: "pbkdf2 at its maximum",
 			Record:    `{"version":1,"algorithm":"pbkdf2-sha256","salt":"` + salt + `","iterations":10000000}`,
 			Canonical: `{"version":1,"algorithm":"pbkdf2-sha256","salt":"` + salt + `","iterations":10000000}`},
@@ -140,6 +143,9 @@ func genKDF() []kdfCase {
 	fail("argon2id memory above the maximum", a("1048577", "3", "4"), "invalid_kdf_params")
 	fail("argon2id iterations above the maximum", a("65536", "17", "4"), "invalid_kdf_params")
 	fail("argon2id parallelism above the maximum", a("65536", "3", "17"), "invalid_kdf_params")
+	fail("argon2id memory × iterations above the maximum cost", a("1048576", "4", "4"), "invalid_kdf_params")
+	fail("argon2id 512 MiB × 7 above the maximum cost", a("524288", "7", "1"), "invalid_kdf_params")
+	fail("record longer than 1024 bytes", a("65536", "3", "4")+strings.Repeat(" ", 1025), "invalid_kdf_params")
 	fail("argon2id huge memory does not wrap around", a("4294967296065536", "3", "4"), "invalid_kdf_params")
 	fail("number too large for a double", a("1e999", "3", "4"), "invalid_kdf_params")
 	fail("fractional iterations", a("65536", "3.5", "4"), "invalid_kdf_params")
@@ -165,7 +171,12 @@ func genKDF() []kdfCase {
 	fail("null", `null`, "invalid_kdf_params")
 	fail("not JSON", `version=1`, "invalid_kdf_params")
 	fail("trailing data", `{"version":1,"algorithm":"pbkdf2-sha256","salt":"`+salt+`","iterations":600000} {}`, "invalid_kdf_params")
-	out = append(out, kdfCase{Name: "empty password", Record: kdfRecord(pb), Password: new(""), Error: "malformed"})
+	out = append(out,
+		kdfCase{Name: "empty password", Record: kdfRecord(pb), Password: new(""), Error: "malformed"},
+		kdfCase{Name: "password with an unassigned code point", Record: kdfRecord(pb), Password: new("pass\u0378word"), Error: "malformed"},
+		kdfCase{Name: "password with a noncharacter", Record: kdfRecord(pb), Password: new("pass\ufdd0word"), Error: "malformed"},
+		kdfCase{Name: "password of 4097 bytes", Record: kdfRecord(pb), Password: new(strings.Repeat("a", 4097)), Error: "malformed"},
+	)
 	return out
 }
 
@@ -344,12 +355,38 @@ func genPublicKeys() []publicKeyCase {
 		text := pub.String()
 		b := pub.Bytes()
 		out = append(out,
-			publicKeyCase{Name: s.Name, PublicKey: text, Suite: s.Name},
+			publicKeyCase{Name: s.Name, PublicKey: text, Suite: s.Name, Key: hexOf(b[3:])},
 			publicKeyCase{Name: s.Name + " one byte short", PublicKey: crypto.EncodeText(b[:len(b)-1]), Error: "malformed"},
 			publicKeyCase{Name: s.Name + " one byte long", PublicKey: crypto.EncodeText(append(b, 0)), Error: "malformed"},
 			publicKeyCase{Name: s.Name + " private key kind byte", PublicKey: setByte(text, 0, 0x04), Error: "unknown_version"},
 		)
 	}
+	// Keys a KEM must refuse (§6.2): small-order and non-canonical X25519
+	// shares, alone or inside X-Wing, and an ML-KEM key failing the modulus
+	// check.
+	x := func(u []byte) string { return crypto.EncodeText(append([]byte{3, 0x00, 0x20}, u...)) }
+	for i, lo := range crypto.LowOrderX25519ForTest {
+		out = append(out, publicKeyCase{Name: fmt.Sprintf("x25519 small-order point %d", i), PublicKey: x(lo[:]), Error: "malformed"})
+	}
+	good := must(crypto.GenerateKeyPair(crypto.SuiteX25519)).Public().Bytes()[3:]
+	high := append([]byte{}, good...)
+	high[31] |= 0x80
+	p := append(bytes.Repeat([]byte{0xff}, 31), 0x7f)
+	p[0] = 0xed
+	out = append(out,
+		publicKeyCase{Name: "x25519 share with the top bit set", PublicKey: x(high), Error: "malformed"},
+		publicKeyCase{Name: "x25519 share equal to p", PublicKey: x(p), Error: "malformed"},
+	)
+	xw := must(crypto.GenerateKeyPair(crypto.SuiteXWing)).Public().Bytes()
+	zeroX := append([]byte{}, xw...)
+	clear(zeroX[len(zeroX)-32:])
+	badM := append([]byte{}, xw...)
+	badM[3] = 0xff // first 12-bit coefficient becomes ≥ 3329
+	badM[4] |= 0x0f
+	out = append(out,
+		publicKeyCase{Name: "xwing with a zero X25519 share", PublicKey: crypto.EncodeText(zeroX), Error: "malformed"},
+		publicKeyCase{Name: "xwing with an ML-KEM coefficient not below q", PublicKey: crypto.EncodeText(badM), Error: "malformed"},
+	)
 	out = append(out,
 		publicKeyCase{Name: "unknown kem (DHKEM P-256)", PublicKey: crypto.EncodeText(append([]byte{3, 0x00, 0x10}, make([]byte, 65)...)), Error: "unsupported_suite"},
 		publicKeyCase{Name: "kind byte only", PublicKey: crypto.EncodeText([]byte{3}), Error: "malformed"},
@@ -374,7 +411,7 @@ func genHierarchy() []hierarchyCase {
 		Password:               password,
 		KDFRecord:              kdfRecord(p),
 		UserID:                 userA,
-		AuthKey:                auth.Text(),
+		AuthKey:                must(auth.Text()),
 		WrappedAccountKey:      must(crypto.WrapKey(wrap, crypto.AccountKeyContext(userA), ak)),
 		AccountKey:             hexOf(ak.RawForTest()),
 		WrappedPrivateKey:      must(crypto.WrapPrivateKey(ak, crypto.PrivateKeyContext(userA), priv)),

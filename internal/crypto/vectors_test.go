@@ -157,6 +157,23 @@ func TestVectorsDetectTampering(t *testing.T) {
 			tamper("kdf", c.Name, p, func() error { return checkKDF(*c) })
 		}
 	}
+	for i := range f.PublicKey {
+		c := &f.PublicKey[i]
+		if c.Error != "" {
+			continue
+		}
+		for _, p := range []*string{&c.PublicKey, &c.Key, &c.Suite} {
+			tamper("public_keys", c.Name, p, func() error { return checkPublicKey(*c) })
+		}
+	}
+	for i := range f.Hierarchy {
+		c := &f.Hierarchy[i]
+		for _, p := range []*string{&c.Password, &c.KDFRecord, &c.UserID, &c.AuthKey, &c.WrappedAccountKey, &c.AccountKey,
+			&c.WrappedPrivateKey, &c.PublicKey, &c.ConversationID, &c.WrappedConversationKey, &c.ConversationKey,
+			&c.MessageID, &c.EncryptedMessage, &c.Message, &c.Provider, &c.SealedToken, &c.Token} {
+			tamper("hierarchy", c.Name, p, func() error { return checkHierarchy(*c) })
+		}
+	}
 	t.Logf("tampered %d values, %d went undetected", flipped, undetected)
 	if flipped == 0 {
 		t.Fatal("no value was tampered with")

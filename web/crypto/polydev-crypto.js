@@ -121,13 +121,28 @@ const readU16 = (b, i) => (b[i] << 8) | b[i + 1];
 
 export const KEY_SIZE = 32;
 
+// Secrets print as [REDACTED] through String(), JSON.stringify and Node's
+// util.inspect.
+class Redacted {
+  toString() {
+    return REDACTED;
+  }
+  toJSON() {
+    return REDACTED;
+  }
+  [inspect]() {
+    return REDACTED;
+  }
+}
+
 /**
  * A 256-bit secret key (master, wrap, account, conversation). Prints as
  * [REDACTED]; wipe() zeroes it.
  */
-export class SecretKey {
+export class SecretKey extends Redacted {
   #bytes;
   constructor(bytes) {
+    super();
     if (!(bytes instanceof Uint8Array) || bytes.length !== KEY_SIZE) {
       fail("malformed", `key is ${bytes?.length} bytes, want ${KEY_SIZE}`);
     }
@@ -152,15 +167,6 @@ export class SecretKey {
   static _raw(k) {
     if (!(k instanceof SecretKey) || k.#bytes === null) fail("malformed", "no key");
     return k.#bytes;
-  }
-  toString() {
-    return REDACTED;
-  }
-  toJSON() {
-    return REDACTED;
-  }
-  [inspect]() {
-    return REDACTED;
   }
 }
 
@@ -225,11 +231,18 @@ export const contexts = Object.freeze({
 export const ARGON2ID = "argon2id";
 export const PBKDF2_SHA256 = "pbkdf2-sha256";
 
-/** Bounds of docs/crypto.md §3.3. */
-export const kdfBounds = Object.freeze({
+const deepFreeze = (o) => {
+  for (const v of Object.values(o)) if (typeof v === "object") deepFreeze(v);
+  return Object.freeze(o);
+};
+
+/** Bounds of docs/crypto.md §3.3 (frozen: nothing in the page can loosen them). */
+export const kdfBounds = deepFreeze({
   argon2id: { memory_kib: [65536, 1048576], iterations: [3, 16], parallelism: [1, 16] },
   "pbkdf2-sha256": { iterations: [600000, 10000000] },
   salt: [16, 64],
+  argon2idMaxCost: 3 * 1024 * 1024, // memory_kib × iterations
+  recordMaxBytes: 1024,
 });
 
 const KDF_MEMBERS = {
@@ -256,6 +269,9 @@ function checkBound(name, v, [lo, hi]) {
  * weak_kdf_params before anything is derived.
  */
 export function parseKDFParams(json) {
+  if (typeof json !== "string" || !json.isWellFormed() || utf8.encode(json).length > kdfBounds.recordMaxBytes) {
+    fail("invalid_kdf_params", `record must be UTF-8 text of at most ${kdfBounds.recordMaxBytes} bytes`);
+  }
   let m;
   try {
     m = JSON.parse(json);
@@ -286,9 +302,11 @@ export function parseKDFParams(json) {
   }
   const b = kdfBounds[m.algorithm];
   for (const name of Object.keys(b)) checkBound(name, m[name], b[name]);
-  return m.algorithm === ARGON2ID
+  const p = m.algorithm === ARGON2ID
     ? { algorithm: ARGON2ID, salt, memoryKiB: m.memory_kib, iterations: m.iterations, parallelism: m.parallelism }
     : { algorithm: PBKDF2_SHA256, salt, iterations: m.iterations };
+  validateKDFParams(p); // the cost bound
+  return p;
 }
 
 /** Checks a parameters object (as returned by parseKDFParams). */
@@ -301,6 +319,9 @@ export function validateKDFParams(p) {
     for (const [name, v] of [["memory_kib", p.memoryKiB], ["iterations", p.iterations], ["parallelism", p.parallelism]]) {
       if (!Number.isInteger(v)) fail("invalid_kdf_params", `${name} must be an integer`);
       checkBound(name, v, b[name]);
+    }
+    if (p.memoryKiB * p.iterations > kdfBounds.argon2idMaxCost) {
+      fail("invalid_kdf_params", `memory_kib × iterations above the maximum ${kdfBounds.argon2idMaxCost}`);
     }
   } else if (p.algorithm === PBKDF2_SHA256) {
     if (!Number.isInteger(p.iterations)) fail("invalid_kdf_params", "iterations must be an integer");
@@ -319,16 +340,25 @@ export function kdfParamsToJSON(p) {
     : `{"version":1,"algorithm":"pbkdf2-sha256","salt":"${salt}","iterations":${p.iterations}}`;
 }
 
+const UNASSIGNED = /[\p{Cn}]/u;
+
+// UTF-8(NFC(password)) as fresh bytes (docs/crypto.md §3.2). Refuses
+// invalid UTF-8, lone surrogates and code points unassigned in this
+// engine's Unicode tables: normalisation of assigned characters is stable
+// across Unicode versions, so implementations that both accept a password
+// normalise it identically. A byte-order mark is a character like any other.
 function passwordBytes(password) {
   let s = password;
   if (password instanceof Uint8Array) {
     try {
-      s = new TextDecoder("utf-8", { fatal: true }).decode(password);
+      s = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(password);
     } catch {
-      fail("malformed", "password is not UTF-8");
+      fail("malformed", "password is not valid UTF-8");
     }
   }
   if (typeof s !== "string") fail("malformed", "password must be a string or UTF-8 bytes");
+  if (!s.isWellFormed()) fail("malformed", "password is not valid UTF-8");
+  if (UNASSIGNED.test(s)) fail("malformed", `password has a code point unassigned in Unicode ${globalThis.process?.versions?.unicode ?? "(this engine)"}`);
   const b = utf8.encode(s.normalize("NFC"));
   if (b.length < 1 || b.length > 4096) {
     b.fill(0);
@@ -487,11 +517,12 @@ export class PublicKey {
 }
 
 /** A recipient's private key. Prints as [REDACTED]; wipe() zeroes it. */
-export class PrivateKey {
+export class PrivateKey extends Redacted {
   #suite;
   #sk; // serialized private key bytes
   #public;
   constructor(suite, sk, publicKey) {
+    super();
     this.#suite = suite;
     this.#sk = sk;
     this.#public = publicKey;
@@ -509,15 +540,6 @@ export class PrivateKey {
   wipe() {
     this.#sk?.fill(0);
     this.#sk = null;
-  }
-  toString() {
-    return REDACTED;
-  }
-  toJSON() {
-    return REDACTED;
-  }
-  [inspect]() {
-    return REDACTED;
   }
 }
 
@@ -574,10 +596,44 @@ function parseKeyRecord(b, kind, what) {
   return { suite: suiteByKEM(readU16(b, 1)), key: b.subarray(3) };
 }
 
+// Canonical encodings of the X25519 points of small order (RFC 7748 §6.1;
+// docs/crypto.md §6.2): sealing to one would yield an all-zero secret.
+const LOW_ORDER_X25519 = [
+  "0000000000000000000000000000000000000000000000000000000000000000",
+  "0100000000000000000000000000000000000000000000000000000000000000",
+  "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+  "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+];
+const toHex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+
+// A canonical X25519 share: below p = 2^255 - 19, top bit clear, and not of
+// small order.
+function checkX25519Public(suite, u) {
+  if (u[31] & 0x80) fail("malformed", `${suite.name} public key: x25519 share has the top bit set`);
+  let geP = u[31] === 0x7f && u[0] >= 0xed;
+  for (let i = 1; i < 31 && geP; i++) geP = u[i] === 0xff;
+  if (geP) fail("malformed", `${suite.name} public key: x25519 share is not below 2^255 - 19`);
+  if (LOW_ORDER_X25519.includes(toHex(u))) fail("malformed", `${suite.name} public key: x25519 share is a point of small order`);
+}
+
+// FIPS 203 §7.2 modulus check of an ML-KEM-768 encapsulation key: the 1152
+// bytes before rho are 768 12-bit coefficients, each below q = 3329.
+function checkMLKEM768Public(ek) {
+  for (let i = 0; i < 1152; i += 3) {
+    const a = ek[i] | ((ek[i + 1] & 0x0f) << 8);
+    const b = (ek[i + 1] >> 4) | (ek[i + 2] << 4);
+    if (a >= 3329 || b >= 3329) fail("malformed", "xwing public key: ML-KEM coefficient not below q");
+  }
+}
+
 /** Parses a binary public key record. */
 export async function parsePublicKeyBytes(b) {
   const { suite, key } = parseKeyRecord(b, KIND_PUBLIC_KEY, "public");
   if (key.length !== suite.npk) fail("malformed", `${suite.name} public key is ${key.length} bytes, want ${suite.npk}`);
+  // The X25519 share is the whole key, or X-Wing's last 32 bytes.
+  checkX25519Public(suite, key.subarray(key.length - 32));
+  if (suite.name === "xwing") checkMLKEM768Public(key.subarray(0, 1184));
   try {
     await suite.cs.kem.deserializePublicKey(key.slice().buffer);
   } catch {
@@ -610,9 +666,14 @@ const sealedInfo = (ctx) => utf8.encode(`polydev/v1/sealed/${ctx.table}/${ctx.fi
 export async function sealToBytes(pub, ctx, plaintext) {
   const aad = contextBytes(ctx, KIND_SEALED);
   const { suite, bytes } = PublicKey._parts(pub);
-  const pk = await suite.cs.kem.deserializePublicKey(bytes.slice().buffer);
-  const sender = await suite.cs.createSenderContext({ recipientPublicKey: pk, info: sealedInfo(ctx) });
-  const ct = new Uint8Array(await sender.seal(plaintext ?? new Uint8Array(0), aad));
+  let sender, ct;
+  try {
+    const pk = await suite.cs.kem.deserializePublicKey(bytes.slice().buffer);
+    sender = await suite.cs.createSenderContext({ recipientPublicKey: pk, info: sealedInfo(ctx) });
+    ct = new Uint8Array(await sender.seal(plaintext ?? new Uint8Array(0), aad));
+  } catch {
+    fail("malformed", `hpke ${suite.name} encapsulation to this key failed`);
+  }
   return concat(new Uint8Array([KIND_SEALED]), u16(suite.kem), u16(suite.kdf), u16(suite.aead), new Uint8Array(sender.enc), ct);
 }
 

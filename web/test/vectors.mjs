@@ -85,6 +85,7 @@ export async function checkPublicKey(c) {
   if (pk === EXPECTED_FAILURE) return;
   if (pk.suite !== c.suite) throw new Error(`suite: got ${pk.suite}; want ${c.suite}`);
   if (pk.toString() !== c.public_key) throw new Error("public key does not re-encode to itself");
+  hexEq("key", c.key, pk.bytes().subarray(3));
 }
 
 export async function checkHierarchy(c) {
@@ -167,7 +168,7 @@ export async function makeVectors() {
     for (const [name, pt] of [["token", text], ["empty", new Uint8Array(0)]]) {
       f.sealed.push({ name: `js ${suite} ${name}`, suite, private_key_record: rec, public_key: pub, context: sctx, plaintext: bytesToHex(pt), envelope: await pc.sealTo(priv.publicKey, sctx, pt) });
     }
-    f.public_keys.push({ name: `js ${suite}`, public_key: pub, suite });
+    f.public_keys.push({ name: `js ${suite}`, public_key: pub, suite, key: bytesToHex(priv.publicKey.bytes().subarray(3)) });
     const pctx = pc.contexts.privateKey(user);
     f.wrap.push({ name: `js ${suite} private key`, type: "private_key", wrapping_key: bytesToHex(pc.rawKeyBytesForTesting(ak)), context: pctx, unwrapped: rec, public_key: pub, wrapped: await pc.wrapPrivateKey(ak, pctx, priv) });
   }
