@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: Go (unit, shared and public vectors, Go↔Node and
-# Go↔Chromium round trips, fuzz-corpus replays, structure) and the browser
-# crypto module under Node's test runner. Installs what it needs when run as
+# Go↔Chromium round trips, fuzz-corpus replays, structure, stores on SQLite
+# and on throwaway PostgreSQL clusters) and the browser crypto module under
+# Node's test runner. Installs what it needs when run as
 # root (Debian packages via apt-get) and leaves nothing running behind.
 #
 #   scripts/test.sh            # locally: a missing component skips its tests with a message
@@ -17,6 +18,7 @@ log() { printf '\n== %s\n' "$*"; }
 need_apt=()
 command -v node >/dev/null || { echo "node (Node.js 20+) is required" >&2; exit 1; }
 command -v chromium >/dev/null || need_apt+=(chromium)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     log "installing ${need_apt[*]}"

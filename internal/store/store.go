@@ -1,0 +1,227 @@
+// Package store is Polydev's persistence: the domain records and the
+// interfaces the control plane uses to keep them. Two backends implement it
+// — store/sqlite (the embedded default) and store/postgres (production,
+// with row-level security) — and both pass the conformance suite in
+// store/storetest.
+//
+// Everything a user owns is ciphertext made on their device (see
+// docs/crypto.md); the store keeps it opaque. Tenant isolation is part of
+// the interface, not a convention: every method that touches a user's rows
+// takes the acting user's id, `as`, and only ever sees that user's rows. In
+// PostgreSQL the database enforces it (each transaction carries the id as
+// its claims, and row-level security policies compare against auth.uid());
+// in SQLite every statement carries it. A row of another user is
+// indistinguishable from a missing one: ErrNotFound.
+//
+// Pre-authentication lookups (a user by email at prelogin and login, a
+// session by its token hash) are the only reads not scoped to a user. They
+// go through the Auth methods, which in PostgreSQL run under a separate
+// database role whose policies reach only the users and sessions tables.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors callers branch on. Backends wrap them with the operation; they
+// never expose SQL text.
+//
+// A record that names another user as its owner (a session, token or
+// conversation whose UserID is not the acting user) is refused with
+// ErrNotFound: from the acting user's view, that user does not exist.
+var (
+	// ErrNotFound: no such row visible to the acting user.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a unique value is taken (an email, an egress port).
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: the record breaks a constraint of the schema.
+	ErrInvalid = errors.New("invalid record")
+)
+
+// Providers accepted in provider_tokens, conversations and jobs.
+var Providers = []string{"openai", "anthropic", "google"}
+
+// User is an account. Everything secret in it is either hashed by the
+// server (AuthHash) or wrapped on the user's device.
+type User struct {
+	ID     string // UUID, chosen by the server at registration
+	Number int64  // sequential from 1, assigned by the store; egress ports derive from it
+	Email  string // normalised (lowercase) by the caller
+
+	KDFParams []byte // the client's KDF record (docs/crypto.md §3.1), canonical JSON
+	AuthHash  []byte // Argon2id(authKey) computed by the server
+	AuthSalt  []byte // the server's salt for AuthHash
+	AuthAlgo  string // the server-side hash parameters, e.g. "argon2id$m=65536,t=2,p=1"
+
+	WrappedAccountKey string // accountKey wrapped by wrapKey
+	WrappedPrivateKey string // the private key record wrapped by accountKey
+	PublicKey         string // the public key record, plain
+
+	EncryptedMasterKeyHint string // optional, client-encrypted
+
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Credentials are what a password change replaces, all at once.
+type Credentials struct {
+	KDFParams         []byte
+	AuthHash          []byte
+	AuthSalt          []byte
+	AuthAlgo          string
+	WrappedAccountKey string
+	WrappedPrivateKey string
+}
+
+// Session is a login. Only the hash of its bearer token is stored.
+type Session struct {
+	ID         string // UUID
+	UserID     string
+	TokenHash  []byte // SHA-256 of the bearer token
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	LastSeenAt time.Time
+	RevokedAt  time.Time // zero while active
+	ClientIP   string
+	UserAgent  string
+}
+
+// AuditEvent is one security event. It carries no personal data beyond the
+// user id, which erasure removes (the event itself is kept).
+type AuditEvent struct {
+	ID        int64
+	UserID    string // "" for events without an account (an unknown email's failed login)
+	Event     string // e.g. "register", "login_success", "login_failure", "logout", "password_change", "erasure"
+	ClientIP  string
+	Detail    string // JSON object, no secrets, no plaintext
+	CreatedAt time.Time
+}
+
+// ProviderToken is a linked provider credential, sealed on the client to
+// the user's own public key.
+type ProviderToken struct {
+	UserID                string
+	Provider              string
+	EncryptedRefreshToken string
+	Scopes                []string
+	ExpiresAt             time.Time // zero: none
+	EgressPort            int
+	EgressIP              string
+	LastRotatedAt         time.Time
+	LastUsedAt            time.Time
+	CreatedAt             time.Time
+}
+
+// Conversation is a chat; its key is wrapped by the user's account key.
+type Conversation struct {
+	ID             string // UUID, chosen by the client (it is bound into ciphertexts)
+	UserID         string
+	Provider       string
+	WrappedKey     string
+	EncryptedTitle string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// Message is one encrypted turn of a conversation.
+type Message struct {
+	ID               string // UUID, chosen by the client
+	ConversationID   string
+	Role             string // user, assistant, system, tool
+	EncryptedContent string
+	TokensUsed       int
+	Model            string
+	EgressIP         string
+	EgressPort       int
+	DurationMS       int64
+	CreatedAt        time.Time
+}
+
+// Accounts keeps users. Scoped methods see only the acting user.
+type Accounts interface {
+	// CreateUser inserts u, assigning u.Number, u.CreatedAt and u.UpdatedAt.
+	// ErrConflict if the email is taken; ErrInvalid for a broken record.
+	CreateUser(ctx context.Context, u *User) error
+	// User returns the acting user's own record.
+	User(ctx context.Context, as string) (*User, error)
+	// SetCredentials replaces the password-derived fields (a password
+	// change) and revokes every session of the user except keepSession.
+	SetCredentials(ctx context.Context, as string, c Credentials, keepSession string) error
+	// DeleteUser erases the user and everything they own.
+	DeleteUser(ctx context.Context, as string) error
+}
+
+// Auth holds the pre-authentication lookups, the only reads not scoped to
+// a user.
+type Auth interface {
+	// UserByEmail finds a user for prelogin and login.
+	UserByEmail(ctx context.Context, email string) (*User, error)
+	// ActiveSession finds an unrevoked, unexpired session by token hash at
+	// time now, and records now as its last use. The session is returned as
+	// found: its LastSeenAt is the previous use.
+	ActiveSession(ctx context.Context, tokenHash []byte, now time.Time) (*Session, error)
+}
+
+// Sessions keeps logins.
+type Sessions interface {
+	// CreateSession inserts s for s.UserID (who must be the acting user).
+	CreateSession(ctx context.Context, as string, s *Session) error
+	// RevokeSession marks one of the acting user's sessions revoked at now.
+	// Revoking a revoked session succeeds and keeps the first time.
+	RevokeSession(ctx context.Context, as, id string, now time.Time) error
+}
+
+// Audit appends security events.
+type Audit interface {
+	// Record appends e, assigning e.ID and e.CreatedAt.
+	Record(ctx context.Context, e *AuditEvent) error
+	// AuditEvents lists the acting user's events, newest first, at most
+	// limit of them (limit < 1 is ErrInvalid).
+	AuditEvents(ctx context.Context, as string, limit int) ([]AuditEvent, error)
+}
+
+// ProviderTokens keeps linked provider credentials.
+type ProviderTokens interface {
+	// PutProviderToken inserts or replaces the acting user's token for
+	// t.Provider.
+	PutProviderToken(ctx context.Context, as string, t *ProviderToken) error
+	// ProviderTokens lists the acting user's tokens, by provider.
+	ProviderTokens(ctx context.Context, as string) ([]ProviderToken, error)
+	// DeleteProviderToken removes the acting user's token for provider.
+	DeleteProviderToken(ctx context.Context, as, provider string) error
+}
+
+// Conversations keeps chats and their messages.
+type Conversations interface {
+	// CreateConversation inserts c (its ID chosen by the client), assigning
+	// CreatedAt and UpdatedAt.
+	CreateConversation(ctx context.Context, as string, c *Conversation) error
+	Conversation(ctx context.Context, as, id string) (*Conversation, error)
+	// Conversations lists the acting user's conversations, most recently
+	// updated first.
+	Conversations(ctx context.Context, as string) ([]Conversation, error)
+	// SetConversationTitle replaces the encrypted title and bumps UpdatedAt.
+	SetConversationTitle(ctx context.Context, as, id, encryptedTitle string) error
+	DeleteConversation(ctx context.Context, as, id string) error
+	// AddMessage appends m to one of the acting user's conversations and
+	// bumps its UpdatedAt.
+	AddMessage(ctx context.Context, as string, m *Message) error
+	// Messages lists a conversation's messages, oldest first.
+	Messages(ctx context.Context, as, conversationID string) ([]Message, error)
+}
+
+// Store is everything the control plane keeps. It must be closed.
+type Store interface {
+	Accounts
+	Auth
+	Sessions
+	Audit
+	ProviderTokens
+	Conversations
+	// Ping checks the database is reachable and migrated (for /readyz).
+	Ping(ctx context.Context) error
+	// Close releases the connections. Safe twice.
+	Close() error
+}
