@@ -3,6 +3,8 @@
 # another, and prints each target's last progress line (elapsed, executions).
 # Crashers are saved under internal/<pkg>/testdata/fuzz/<Target>/ and then
 # replayed by every ordinary `go test` run: commit them with the fix.
+# Minimisation of new inputs is capped at 10s (FUZZ_MINIMIZE): with the
+# default 60s, slow decoders (X-Wing key parsing) spend the run minimising.
 #
 #   scripts/fuzz.sh            # 10m per target
 #   scripts/fuzz.sh 30s        # a quick pass
@@ -18,7 +20,7 @@ for pkg in $(go list ./...); do
   for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort); do
     log="$logs/$target.log"
     echo "== $pkg $target for $duration"
-    if go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$duration" >"$log" 2>&1; then
+    if go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$duration" -fuzzminimizetime "${FUZZ_MINIMIZE:-10s}" >"$log" 2>&1; then
       grep -E '^fuzz: elapsed' "$log" | tail -1
     else
       status=1

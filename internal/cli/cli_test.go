@@ -50,3 +50,16 @@ func TestVersionJSON(t *testing.T) {
 		t.Fatalf("version -json: code %d, output %q", code, out)
 	}
 }
+
+func TestMigrateSQLite(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	code, out, errOut := run("migrate", "-data", dir)
+	if code != 0 || !strings.Contains(out, "schema migrated from version 0 to ") {
+		t.Fatalf("first migrate: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	code, out, _ = run("migrate", "-data", dir)
+	if code != 0 || !strings.Contains(out, "schema is up to date") {
+		t.Fatalf("second migrate: code %d, stdout %q", code, out)
+	}
+}

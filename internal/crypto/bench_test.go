@@ -117,3 +117,17 @@ func BenchmarkWrapKey(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkParsePublicKey(b *testing.B) {
+	for _, s := range crypto.Suites {
+		priv, _ := crypto.GenerateKeyPair(s)
+		raw := priv.Public().Bytes()
+		b.Run(s.Name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := crypto.ParsePublicKeyBytes(raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

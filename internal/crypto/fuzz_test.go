@@ -9,6 +9,7 @@ package crypto_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"os"
 	"testing"
@@ -73,16 +74,27 @@ func FuzzOpen(f *testing.F) {
 	})
 }
 
-// FuzzDecodeText: the strict base64 decoder accepts only canonical text.
+// FuzzDecodeText: the strict base64 codec agrees with encoding/base64 —
+// it accepts exactly the canonical encodings, decodes them to the same
+// bytes, and encodes any bytes as encoding/base64 does.
 func FuzzDecodeText(f *testing.F) {
-	for _, s := range []string{"", "AA==", "AAE=", "AAEC", "AB==", "A\nA==", "-_=="} {
+	for _, s := range []string{"", "AA==", "AAE=", "AAEC", "AB==", "A\nA==", "-_==", "====", "A===", "AA=A", "QUJD", "/+8="} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		b, err := crypto.DecodeText(s)
 		known(t, err)
-		if err == nil && crypto.EncodeText(b) != s {
-			t.Fatalf("accepted non-canonical base64 %q", s)
+		ref, refErr := base64.StdEncoding.Strict().DecodeString(s)
+		canonical := refErr == nil && base64.StdEncoding.EncodeToString(ref) == s
+		if (err == nil) != canonical {
+			t.Fatalf("DecodeText(%q) error %v; encoding/base64 says canonical=%v", s, err, canonical)
+		}
+		if err == nil && !bytes.Equal(b, ref) {
+			t.Fatalf("DecodeText(%q) = %x; want %x", s, b, ref)
+		}
+		raw := []byte(s)
+		if got, want := crypto.EncodeText(raw), base64.StdEncoding.EncodeToString(raw); got != want {
+			t.Fatalf("EncodeText(%x) = %q; want %q", raw, got, want)
 		}
 	})
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"fmt"
+	"slices"
+	"sync"
 )
 
 // Kind bytes (docs/crypto.md §2.1).
@@ -26,12 +28,20 @@ const (
 // Seal encrypts plaintext under key into a symmetric envelope bound to ctx
 // (docs/crypto.md §5) and returns its base64 text form.
 func Seal(key Key, ctx Context, plaintext []byte) (string, error) {
-	b, err := SealBytes(key, ctx, plaintext)
+	// The binary envelope is only a step towards the text: build it in a
+	// pooled buffer (it holds ciphertext, nothing secret) to spare an
+	// allocation per message.
+	bp := sealBuffers.Get().(*[]byte)
+	defer sealBuffers.Put(bp)
+	b, err := sealAppend((*bp)[:0], key, ctx, plaintext)
 	if err != nil {
 		return "", err
 	}
+	*bp = b
 	return EncodeText(b), nil
 }
+
+var sealBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 // Open decodes and decrypts the text form of a symmetric envelope in ctx.
 func Open(key Key, ctx Context, envelope string) ([]byte, error) {
@@ -39,11 +49,16 @@ func Open(key Key, ctx Context, envelope string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return OpenBytes(key, ctx, b)
+	return openBytes(key, ctx, b, true)
 }
 
 // SealBytes is Seal without the text encoding.
 func SealBytes(key Key, ctx Context, plaintext []byte) ([]byte, error) {
+	return sealAppend(make([]byte, 0, minSymmetricSize+len(plaintext)), key, ctx, plaintext)
+}
+
+// sealAppend appends the binary envelope to dst.
+func sealAppend(dst []byte, key Key, ctx Context, plaintext []byte) ([]byte, error) {
 	aad, err := ctx.bytes(kindSymmetric)
 	if err != nil {
 		return nil, err
@@ -52,14 +67,22 @@ func SealBytes(key Key, ctx Context, plaintext []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]byte, 1+nonceSize, minSymmetricSize+len(plaintext))
-	out[0] = kindSymmetric
-	rand.Read(out[1:])
-	return aead.Seal(out, out[1:1+nonceSize], plaintext, aad), nil
+	dst = slices.Grow(dst, minSymmetricSize+len(plaintext))
+	dst = append(dst, kindSymmetric)
+	dst = append(dst, make([]byte, nonceSize)...)
+	nonce := dst[len(dst)-nonceSize:]
+	rand.Read(nonce)
+	return aead.Seal(dst, nonce, plaintext, aad), nil
 }
 
-// OpenBytes is Open without the text decoding.
+// OpenBytes is Open without the text decoding. It does not modify envelope.
 func OpenBytes(key Key, ctx Context, envelope []byte) ([]byte, error) {
+	return openBytes(key, ctx, envelope, false)
+}
+
+// openBytes decrypts in place, over the envelope's own bytes, when the
+// caller owns them (a freshly decoded buffer), saving a copy.
+func openBytes(key Key, ctx Context, envelope []byte, inPlace bool) ([]byte, error) {
 	nonce, ct, err := parseSymmetric(envelope)
 	if err != nil {
 		return nil, err
@@ -72,7 +95,11 @@ func OpenBytes(key Key, ctx Context, envelope []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	pt, err := aead.Open(nil, nonce, ct, aad)
+	var dst []byte
+	if inPlace {
+		dst = ct[:0]
+	}
+	pt, err := aead.Open(dst, nonce, ct, aad)
 	if err != nil {
 		return nil, fmt.Errorf("%w: symmetric envelope", ErrOpenFailed)
 	}
