@@ -131,3 +131,21 @@ func BenchmarkParsePublicKey(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSymmetricBinary is the envelope without its text form: the
+// cryptography alone.
+func BenchmarkSymmetricBinary(b *testing.B) {
+	key := crypto.NewKey()
+	ctx := crypto.MessageContext("0b6a3c1e-5d2f-4a7b-9c8d-1e2f3a4b5c6d", "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d")
+	pt := make([]byte, 4<<10)
+	b.SetBytes(int64(len(pt)))
+	for b.Loop() {
+		e, err := crypto.SealBytes(key, ctx, pt)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := crypto.OpenBytes(key, ctx, e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
