@@ -158,10 +158,14 @@ func TestParallelClustersAreIsolated(t *testing.T) {
 	}
 }
 
-// TestCleanupWhenTestEndsBadly runs TestHelperProcess in a child test binary
-// that starts a cluster and then fails, or exits without running its
-// cleanups, and checks what the cluster left behind.
+// TestCleanupWhenTestEndsBadly runs itself again in a child test binary
+// (PGTEST_HELPER set), which starts a cluster and then fails, or exits
+// without running its cleanups, and checks what the cluster left behind.
 func TestCleanupWhenTestEndsBadly(t *testing.T) {
+	if mode := os.Getenv("PGTEST_HELPER"); mode != "" {
+		endBadly(t, mode)
+		return
+	}
 	t.Parallel()
 	if _, err := findBinDir(); err != nil || !supported {
 		Start(t) // skips, or fails under CI, saying why
@@ -179,7 +183,7 @@ func TestCleanupWhenTestEndsBadly(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.mode, func(t *testing.T) {
 			t.Parallel()
-			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1", "-test.v")
+			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestCleanupWhenTestEndsBadly$", "-test.count=1", "-test.v")
 			cmd.Env = append(os.Environ(), "PGTEST_HELPER="+tt.mode)
 			out, err := cmd.CombinedOutput()
 			if err == nil {
@@ -211,13 +215,9 @@ func TestCleanupWhenTestEndsBadly(t *testing.T) {
 	}
 }
 
-// TestHelperProcess is not a test of its own: TestCleanupWhenTestEndsBadly
-// runs it in a child process to watch a test with a cluster end badly.
-func TestHelperProcess(t *testing.T) {
-	mode := os.Getenv("PGTEST_HELPER")
-	if mode == "" {
-		t.Skip("runs only as a child of TestCleanupWhenTestEndsBadly")
-	}
+// endBadly is the child's side of TestCleanupWhenTestEndsBadly: start a
+// cluster, report it, and end the test as mode says.
+func endBadly(t *testing.T, mode string) {
 	c := Start(t)
 	fmt.Printf("pgtest-helper dir=%s pid=%d\n", c.dir, c.proc.Pid)
 	switch mode {
@@ -228,8 +228,8 @@ func TestHelperProcess(t *testing.T) {
 	}
 }
 
-// helperCluster reads the cluster directory and postmaster PID that
-// TestHelperProcess printed.
+// helperCluster reads the cluster directory and postmaster PID that the
+// child printed.
 func helperCluster(t *testing.T, out []byte) (dir string, pid int) {
 	t.Helper()
 	sc := bufio.NewScanner(bytes.NewReader(out))
