@@ -149,3 +149,14 @@ func BenchmarkSymmetricBinary(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkVerifyAuthKey is the server's cost per login attempt.
+func BenchmarkVerifyAuthKey(b *testing.B) {
+	auth, _ := crypto.AuthKey{Key: crypto.NewKey()}.Text()
+	hash, salt, algo, _ := crypto.HashAuthKey(auth)
+	for b.Loop() {
+		if ok, err := crypto.VerifyAuthKey(auth, hash, salt, algo); !ok || err != nil {
+			b.Fatal(ok, err)
+		}
+	}
+}
