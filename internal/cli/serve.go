@@ -2,32 +2,135 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"polydev/internal/controlplane"
+	"polydev/internal/store"
+	"polydev/internal/store/postgres"
+	"polydev/internal/store/sqlite"
 	"polydev/web"
 )
 
 func runServe(ctx context.Context, e env, args []string) error {
 	fs := newFlagSet(e, "serve [flags]", `
-Runs the control plane: the web app and the HTTP API, until interrupted.
---dev selects the embedded defaults and listens on loopback only.`)
+Runs the control plane — the HTTP API and the web app — until interrupted
+(SIGINT/SIGTERM finish in-flight requests first).
+
+Storage is the SQLite file in --data unless --database-url names a
+PostgreSQL database (connect as the unprivileged login role; migrate first
+with 'polydev migrate' as the schema owner). --dev: SQLite, migrations
+applied at start, loopback only. Every flag can also come from the
+environment variable named in its help.`)
 	cfg := controlplane.Config{}
-	fs.BoolVar(&cfg.Dev, "dev", false, "embedded defaults for a single machine")
-	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "listen address (host:port)")
+	fs.BoolVar(&cfg.Dev, "dev", envBool("POLYDEV_DEV"), "embedded defaults for a single machine (env POLYDEV_DEV)")
+	fs.StringVar(&cfg.Addr, "addr", envOr("POLYDEV_ADDR", "127.0.0.1:8080"), "listen address, host:port (env POLYDEV_ADDR)")
+	data := fs.String("data", envOr("POLYDEV_DATA", "./polydev-data"), "data directory: SQLite database, prelogin secret (env POLYDEV_DATA)")
+	dbURL := fs.String("database-url", os.Getenv("POLYDEV_DATABASE_URL"), "PostgreSQL connection string of the app's login role (env POLYDEV_DATABASE_URL)")
+	migrate := fs.Bool("migrate", envBool("POLYDEV_MIGRATE"), "apply SQLite migrations at start (env POLYDEV_MIGRATE; always on with --dev)")
+	secretFile := fs.String("secret-file", os.Getenv("POLYDEV_SECRET_FILE"), "file with ≥ 32 random bytes for prelogin answers (env POLYDEV_SECRET_FILE; default DATA/prelogin.secret, created if missing with SQLite)")
+	fs.DurationVar(&cfg.SessionTTL, "session-ttl", envDuration("POLYDEV_SESSION_TTL", 24*time.Hour), "session lifetime (env POLYDEV_SESSION_TTL)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
-	logJSON := fs.Bool("log-json", false, "log as JSON lines instead of text")
+	logJSON := fs.Bool("log-json", envBool("POLYDEV_LOG_JSON"), "log JSON lines instead of text (env POLYDEV_LOG_JSON)")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if v := os.Getenv("POLYDEV_SESSION_TTL"); v != "" {
+		if _, err := time.ParseDuration(v); err != nil {
+			return fmt.Errorf("POLYDEV_SESSION_TTL=%q: %w", v, err)
+		}
 	}
 	var h slog.Handler = slog.NewTextHandler(e.stderr, nil)
 	if *logJSON {
 		h = slog.NewJSONHandler(e.stderr, nil)
 	}
-	srv, err := controlplane.New(cfg, slog.New(h), web.Assets)
+	log := slog.New(h)
+
+	st, err := openStore(ctx, log, *data, *dbURL, *migrate || cfg.Dev)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if *secretFile == "" {
+		*secretFile = filepath.Join(*data, "prelogin.secret")
+	}
+	cfg.PreloginSecret, err = loadSecret(*secretFile, *dbURL == "")
+	if err != nil {
+		return err
+	}
+	srv, err := controlplane.New(cfg, log, web.Assets)
 	if err != nil {
 		return err
 	}
 	return srv.Run(ctx, nil)
+}
+
+func openStore(ctx context.Context, log *slog.Logger, data, dbURL string, migrate bool) (store.Store, error) {
+	if dbURL != "" {
+		if migrate {
+			return nil, errors.New("--migrate applies to SQLite; for PostgreSQL run 'polydev migrate --database-url <schema owner>' first")
+		}
+		st, err := postgres.Open(ctx, dbURL)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("store: postgresql")
+		return st, nil
+	}
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	path := filepath.Join(data, sqliteFile)
+	opts := []sqlite.Option{sqlite.WithLogger(log)}
+	if migrate {
+		opts = append(opts, sqlite.WithMigrate())
+	}
+	st, err := sqlite.Open(ctx, path, opts...)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("store: sqlite", "path", path)
+	return st, nil
+}
+
+// loadSecret reads the prelogin secret, creating it (0600) when missing and
+// create is allowed.
+func loadSecret(path string, create bool) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && create {
+		b = make([]byte, 32)
+		rand.Read(b)
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			return nil, fmt.Errorf("prelogin secret: %w", err)
+		}
+		return b, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("prelogin secret: %w (create it with: head -c 32 /dev/urandom > %s)", err, path)
+	}
+	if len(b) < 32 {
+		return nil, fmt.Errorf("prelogin secret %s: %d bytes, want at least 32", path, len(b))
+	}
+	return b, nil
+}
+
+func envBool(name string) bool {
+	switch os.Getenv(name) {
+	case "1", "true", "yes", "on":
+		return true
+	}
+	return false
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"polydev/internal/buildinfo"
+	"polydev/internal/crypto"
+	"polydev/internal/store"
 )
 
 // Config is the control plane's configuration, validated by Validate.
@@ -23,6 +25,15 @@ type Config struct {
 	Dev bool
 	// ShutdownTimeout bounds the graceful shutdown.
 	ShutdownTimeout time.Duration
+	// Store keeps accounts and everything users own. Required.
+	Store store.Store
+	// SessionTTL is how long a login lasts.
+	SessionTTL time.Duration
+	// PreloginSecret (≥ 32 bytes, constant across restarts and instances)
+	// derives the fake KDF parameters prelogin answers for unknown emails.
+	PreloginSecret []byte
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // Validate checks the configuration once, with clear errors.
@@ -33,6 +44,15 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		return errors.New("shutdown timeout must be positive")
 	}
+	if c.Store == nil {
+		return errors.New("a store is required")
+	}
+	if c.SessionTTL < time.Minute {
+		return errors.New("session lifetime must be at least a minute")
+	}
+	if len(c.PreloginSecret) < 32 {
+		return errors.New("the prelogin secret must be at least 32 bytes")
+	}
 	return nil
 }
 
@@ -42,22 +62,73 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	assets fs.FS
+	store  store.Store
+	now    func() time.Time
+
+	accountLimit, ipLimit *failureLimiter
+	dummyHash, dummySalt  []byte
+	dummyAlgo             string
 }
 
-// New returns a Server serving the web app from assets.
+// New returns a Server serving the API and the web app from assets.
 func New(cfg Config, log *slog.Logger, assets fs.FS) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: log, assets: assets}, nil
+	s := &Server{cfg: cfg, log: log, assets: assets, store: cfg.Store, now: cfg.Now,
+		// 5 free failures per account, then 1 s doubling to 15 min; a
+		// client address gets 20.
+		accountLimit: newFailureLimiter(5, time.Second, 15*time.Minute),
+		ipLimit:      newFailureLimiter(20, time.Second, 15*time.Minute),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.dummyHash, s.dummySalt, s.dummyAlgo = crypto.DummyAuthHash()
+	return s, nil
 }
 
 // Handler is the HTTP handler of the whole control plane.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.Handle("GET /", securityHeaders(http.FileServerFS(s.assets)))
+	mux.Handle("GET /readyz", s.handle(s.readyz))
+	mux.Handle("POST /v1/auth/register", s.handle(s.register))
+	mux.Handle("POST /v1/auth/prelogin", s.handle(s.prelogin))
+	mux.Handle("POST /v1/auth/login", s.handle(s.login))
+	mux.Handle("GET /v1/auth/me", s.handle(s.authenticated(s.me)))
+	mux.Handle("DELETE /v1/auth/me", s.handle(s.authenticated(s.deleteAccount)))
+	mux.Handle("POST /v1/auth/logout", s.handle(s.authenticated(s.logout)))
+	mux.Handle("POST /v1/auth/password", s.handle(s.authenticated(s.changePassword)))
+	notAllowed := s.handle(func(http.ResponseWriter, *http.Request) error {
+		return errorf(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
+	})
+	for _, p := range []string{"/v1/auth/register", "/v1/auth/prelogin", "/v1/auth/login", "/v1/auth/me", "/v1/auth/logout", "/v1/auth/password"} {
+		mux.Handle(p, notAllowed)
+	}
+	mux.Handle("/v1/", s.handle(func(http.ResponseWriter, *http.Request) error {
+		return errorf(http.StatusNotFound, "not_found", "no such endpoint")
+	}))
+	files := securityHeaders(http.FileServerFS(s.assets))
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))
 	return mux
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	if err := s.store.Ping(ctx); err != nil {
+		return &apiError{status: http.StatusServiceUnavailable, code: "unavailable", message: "the store is not ready", cause: err}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -1,16 +1,20 @@
 package controlplane_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"polydev/internal/controlplane"
+	"polydev/internal/store"
+	"polydev/internal/store/sqlite"
 	"polydev/web"
 )
 
@@ -18,8 +22,30 @@ import (
 // a function that stops it and reports Run's error.
 func start(t *testing.T) (string, func() error) {
 	t.Helper()
-	srv, err := controlplane.New(controlplane.Config{Addr: "127.0.0.1:0", Dev: true, ShutdownTimeout: 5 * time.Second},
-		slog.New(slog.NewTextHandler(io.Discard, nil)), web.Assets)
+	return startWith(t, sqliteStore(t), nil)
+}
+
+// sqliteStore opens a fresh, migrated SQLite store in a temp dir.
+func sqliteStore(t *testing.T) store.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "polydev.db"), sqlite.WithMigrate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// startWith runs a real server on a loopback port over st, logging to
+// logw (nil: discard).
+func startWith(t *testing.T, st store.Store, logw io.Writer) (string, func() error) {
+	t.Helper()
+	if logw == nil {
+		logw = io.Discard
+	}
+	srv, err := controlplane.New(controlplane.Config{Addr: "127.0.0.1:0", Dev: true, ShutdownTimeout: 5 * time.Second,
+		Store: st, SessionTTL: time.Hour, PreloginSecret: bytes.Repeat([]byte{0x5a}, 32)},
+		slog.New(slog.NewJSONHandler(logw, nil)), web.Assets)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +87,7 @@ func TestServesHealthAndWebApp(t *testing.T) {
 		status                  int
 	}{
 		{"/healthz", "application/json", `"status":"ok"`, 200},
+		{"/readyz", "application/json", `"status":"ready"`, 200},
 		{"/", "text/html", "<title>Polydev</title>", 200},
 		{"/crypto/polydev-crypto.js", "text/javascript", "export async function deriveMasterKey", 200},
 		{"/vendor/hpke.js", "text/javascript", "", 200},
@@ -89,6 +116,7 @@ func TestConfigValidate(t *testing.T) {
 	for _, c := range []controlplane.Config{
 		{Addr: "localhost", ShutdownTimeout: time.Second},
 		{Addr: "127.0.0.1:0"},
+		{Addr: "127.0.0.1:0", ShutdownTimeout: time.Second, SessionTTL: time.Hour, PreloginSecret: make([]byte, 32)}, // no store
 	} {
 		if c.Validate() == nil {
 			t.Errorf("Validate(%+v) = nil; want an error", c)

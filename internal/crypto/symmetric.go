@@ -130,3 +130,18 @@ func newGCM(key Key) (cipher.AEAD, error) {
 	}
 	return cipher.NewGCM(block)
 }
+
+// CheckEnvelopeText checks that text is the text form of a symmetric
+// envelope of at most maxBytes bytes — the shape a server can verify of a
+// ciphertext it cannot open (a wrapped key, an encrypted message).
+func CheckEnvelopeText(text string, maxBytes int) error {
+	if len(text) > (maxBytes+2)/3*4 {
+		return fmt.Errorf("%w: envelope longer than %d bytes", ErrMalformed, maxBytes)
+	}
+	b, err := DecodeText(text)
+	if err != nil {
+		return err
+	}
+	_, _, err = parseSymmetric(b)
+	return err
+}
