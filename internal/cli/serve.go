@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -45,6 +46,9 @@ environment variable named in its help.`)
 		if _, err := time.ParseDuration(v); err != nil {
 			return fmt.Errorf("POLYDEV_SESSION_TTL=%q: %w", v, err)
 		}
+	}
+	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
+		return fmt.Errorf("listen address %q: %w", cfg.Addr, err)
 	}
 	var h slog.Handler = slog.NewTextHandler(e.stderr, nil)
 	if *logJSON {
