@@ -47,8 +47,10 @@ var Providers = []string{"openai", "anthropic", "google"}
 // server (AuthHash) or wrapped on the user's device.
 type User struct {
 	ID     string // UUID, chosen by the server at registration
-	Number int64  // sequential from 1, assigned by the store; egress ports derive from it
-	Email  string // normalised (lowercase) by the caller
+	Number int64  // unique and increasing from 1, assigned by the store; egress ports derive from it.
+	// SQLite hands them out without gaps; PostgreSQL's identity column may
+	// skip a number after a failed insert (a gap only leaves a port unused).
+	Email string // normalised (lowercase) by the caller
 
 	KDFParams []byte // the client's KDF record (docs/crypto.md §3.1), canonical JSON
 	AuthHash  []byte // Argon2id(authKey) computed by the server
@@ -175,7 +177,8 @@ type Sessions interface {
 
 // Audit appends security events.
 type Audit interface {
-	// Record appends e, assigning e.ID and e.CreatedAt.
+	// Record appends e, assigning e.ID and e.CreatedAt. An e.UserID of no
+	// existing user is ErrNotFound.
 	Record(ctx context.Context, e *AuditEvent) error
 	// AuditEvents lists the acting user's events, newest first, at most
 	// limit of them (limit < 1 is ErrInvalid).

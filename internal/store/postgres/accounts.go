@@ -74,7 +74,7 @@ func (db *DB) CreateUser(ctx context.Context, u *store.User) error {
 				auth_hash, auth_salt, auth_algo, wrapped_account_key, wrapped_private_key, public_key)
 			values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 			returning number, created_at, updated_at`,
-			id, u.Email, hint, string(u.KDFParams), u.AuthHash, u.AuthSalt, u.AuthAlgo,
+			id, u.Email, hint, nullText(u.KDFParams), u.AuthHash, u.AuthSalt, u.AuthAlgo,
 			u.WrappedAccountKey, u.WrappedPrivateKey, u.PublicKey).Scan(&number, &created, &updated)
 	})
 	if err != nil {
@@ -116,7 +116,7 @@ func (db *DB) SetCredentials(ctx context.Context, as string, c store.Credentials
 		tag, err := tx.Exec(ctx, `update users set kdf_params = $2, auth_hash = $3, auth_salt = $4,
 				auth_algo = $5, wrapped_account_key = $6, wrapped_private_key = $7, updated_at = now()
 			where id = $1`,
-			id, string(c.KDFParams), c.AuthHash, c.AuthSalt, c.AuthAlgo, c.WrappedAccountKey, c.WrappedPrivateKey)
+			id, nullText(c.KDFParams), c.AuthHash, c.AuthSalt, c.AuthAlgo, c.WrappedAccountKey, c.WrappedPrivateKey)
 		if err != nil {
 			return err
 		}
@@ -179,7 +179,7 @@ func (db *DB) ActiveSession(ctx context.Context, tokenHash []byte, now time.Time
 				where token_hash = $1 and revoked_at is null and expires_at > $2
 				for update
 			), touched as (
-				update sessions set last_seen_at = $2 from found where sessions.id = found.id
+				update sessions set last_seen_at = greatest(sessions.last_seen_at, $2) from found where sessions.id = found.id
 			)
 			select `+sessionColumns+` from found`, tokenHash, micro(now)))
 		return err
@@ -215,17 +215,17 @@ func (db *DB) CreateSession(ctx context.Context, as string, s *store.Session) er
 	}
 	var created, expires, lastSeen time.Time
 	err := db.asUser(ctx, user, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, `insert into sessions (id, user_id, token_hash, created_at, expires_at, last_seen_at, client_ip, user_agent)
-			values ($1, $2, $3, coalesce($4, now()), $5, coalesce($6, $4, now()), $7, $8)
+		return tx.QueryRow(ctx, `insert into sessions (id, user_id, token_hash, created_at, expires_at, last_seen_at, revoked_at, client_ip, user_agent)
+			values ($1, $2, $3, coalesce($4, now()), $5, coalesce($6, $4, now()), $7, $8, $9)
 			returning created_at, expires_at, last_seen_at`,
-			id, user, s.TokenHash, nullTime(s.CreatedAt), micro(s.ExpiresAt), nullTime(s.LastSeenAt), s.ClientIP, s.UserAgent,
+			id, user, s.TokenHash, nullTime(s.CreatedAt), micro(s.ExpiresAt), nullTime(s.LastSeenAt), nullTime(s.RevokedAt), s.ClientIP, s.UserAgent,
 		).Scan(&created, &expires, &lastSeen)
 	})
 	if err != nil {
 		return wrap(op, err)
 	}
 	s.ID, s.UserID = id.String(), user.String()
-	s.CreatedAt, s.ExpiresAt, s.LastSeenAt, s.RevokedAt = created.UTC(), expires.UTC(), lastSeen.UTC(), time.Time{}
+	s.CreatedAt, s.ExpiresAt, s.LastSeenAt = created.UTC(), expires.UTC(), lastSeen.UTC()
 	return nil
 }
 
@@ -337,4 +337,13 @@ func nullTime(t time.Time) *time.Time {
 	}
 	m := micro(t)
 	return &m
+}
+
+// nullText passes an empty byte string as NULL, so a NOT NULL column refuses
+// it (store.ErrInvalid) instead of storing "".
+func nullText(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return string(b)
 }

@@ -81,11 +81,14 @@ func TestMigrateOnSupabase(t *testing.T) {
 		DO $$ BEGIN
 			CREATE ROLE authenticated NOLOGIN;
 		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
+		DO $$ BEGIN
+			CREATE ROLE service_role NOLOGIN BYPASSRLS; -- as on Supabase: it bypasses RLS
+		EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
 		CREATE SCHEMA auth;
-		GRANT USAGE ON SCHEMA auth TO anon, authenticated;
+		GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role;
 		CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE
 			AS $$ select nullif(current_setting('request.jwt.claim.sub', true), '')::uuid $$;
-		ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated;
+		ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role;
 	`)
 	const fn = "select p.oid || ' ' || p.prosrc from pg_proc p where p.oid = 'auth.uid()'::regprocedure"
 	before := c.Psql(t, d.name, fn)
@@ -95,7 +98,7 @@ func TestMigrateOnSupabase(t *testing.T) {
 	if after := c.Psql(t, d.name, fn); after != before {
 		t.Errorf("auth.uid() was replaced:\nbefore %q\nafter  %q", before, after)
 	}
-	if got := c.Psql(t, d.name, `select count(*) from pg_class c, unnest(array['anon', 'authenticated']) r
+	if got := c.Psql(t, d.name, `select count(*) from pg_class c, unnest(array['anon', 'authenticated', 'service_role']) r
 		where c.relnamespace = 'public'::regnamespace and c.relkind = 'r'
 		and has_any_column_privilege(r, c.oid, 'select, insert, update, references')
 		or c.relnamespace = 'public'::regnamespace and c.relkind = 'r' and has_table_privilege(r, c.oid, 'delete, truncate')`); got != "0\n" {

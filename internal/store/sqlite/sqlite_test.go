@@ -130,8 +130,8 @@ func TestForeignKeysEnforced(t *testing.T) {
 	db, _ := openDB(t, WithMigrate())
 	_, err := db.w.ExecContext(ctx(), `INSERT INTO conversations (id, user_id, provider, wrapped_key) VALUES (?, ?, 'openai', 'k')`,
 		uuid.NewString(), uuid.NewString())
-	if !errors.Is(classify(ctx(), err), store.ErrInvalid) {
-		t.Errorf("orphan conversation: got %v; want a foreign-key violation (ErrInvalid)", err)
+	if !errors.Is(classify(ctx(), err), store.ErrNotFound) {
+		t.Errorf("orphan conversation: got %v; want a foreign-key violation (ErrNotFound: the parent does not exist)", err)
 	}
 }
 
@@ -295,7 +295,7 @@ func TestErrors(t *testing.T) {
 	}{
 		{"unknown provider", db.PutProviderToken(ctx(), a.ID, &store.ProviderToken{Provider: "acme'; --", EgressPort: 1}), store.ErrInvalid},
 		{"port 0", db.PutProviderToken(ctx(), a.ID, &store.ProviderToken{Provider: "openai"}), store.ErrInvalid},
-		{"audit event of no user", db.Record(ctx(), &store.AuditEvent{UserID: uuid.NewString(), Event: "x"}), store.ErrInvalid},
+		{"audit event of no user", db.Record(ctx(), &store.AuditEvent{UserID: uuid.NewString(), Event: "x"}), store.ErrNotFound},
 		{"audit event of a non-uuid", db.Record(ctx(), &store.AuditEvent{UserID: "1 or 1=1", Event: "x"}), store.ErrInvalid},
 		{"nil auth hash", db.SetCredentials(ctx(), a.ID, store.Credentials{KDFParams: []byte("{}"), AuthSalt: []byte{1}}, ""), store.ErrInvalid},
 		{"uppercase email", db.CreateUser(ctx(), func() *store.User { u := newUser(); u.Email = "Secret@Example.test"; return u }()), store.ErrInvalid},

@@ -148,8 +148,13 @@ func classify(ctx context.Context, err error) error {
 		case code == sqlite3.SQLITE_CONSTRAINT_UNIQUE, code == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY,
 			code == sqlite3.SQLITE_CONSTRAINT_ROWID:
 			return store.ErrConflict
+		case code == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+			// Every foreign key points at the acting user or their
+			// conversation: the parent does not exist for the caller
+			// (as in the PostgreSQL backend).
+			return store.ErrNotFound
 		case code&0xff == sqlite3.SQLITE_CONSTRAINT:
-			// CHECK, NOT NULL, FOREIGN KEY, DATATYPE (STRICT tables).
+			// CHECK, NOT NULL, DATATYPE (STRICT tables).
 			return store.ErrInvalid
 		}
 	}

@@ -142,6 +142,12 @@ func testUsers(t *testing.T, s store.Store) {
 	dupID := newUser()
 	dupID.ID = a.ID
 	wantErr(t, "CreateUser(duplicate id)", s.CreateUser(ctx(), dupID), store.ErrConflict)
+	mixed := newUser()
+	mixed.Email = "Mixed.Case@Example.test"
+	wantErr(t, "CreateUser(email not lowercase)", s.CreateUser(ctx(), mixed), store.ErrInvalid)
+	noKDF := newUser()
+	noKDF.KDFParams = nil
+	wantErr(t, "CreateUser(no KDF record)", s.CreateUser(ctx(), noKDF), store.ErrInvalid)
 	empty := newUser()
 	empty.WrappedAccountKey = ""
 	if err := s.CreateUser(ctx(), empty); err == nil {
@@ -246,6 +252,20 @@ func testSessions(t *testing.T, s store.Store) {
 	wantErr(t, "ActiveSession(revoked)", err, store.ErrNotFound)
 	wantErr(t, "RevokeSession(unknown)", s.RevokeSession(ctx(), u.ID, NewID(), later), store.ErrNotFound)
 
+	revoked := newSession(u, now, time.Hour)
+	revoked.RevokedAt = now
+	noErr(t, "CreateSession(already revoked)", s.CreateSession(ctx(), u.ID, revoked))
+	_, err = s.ActiveSession(ctx(), revoked.TokenHash, later)
+	wantErr(t, "ActiveSession(created revoked)", err, store.ErrNotFound)
+	// Lookups out of order never move LastSeenAt backwards.
+	fresh := newSession(u, now, time.Hour)
+	noErr(t, "CreateSession", s.CreateSession(ctx(), u.ID, fresh))
+	s.ActiveSession(ctx(), fresh.TokenHash, now.Add(10*time.Minute))
+	s.ActiveSession(ctx(), fresh.TokenHash, now.Add(5*time.Minute))
+	if got, err := s.ActiveSession(ctx(), fresh.TokenHash, now.Add(6*time.Minute)); err != nil || !got.LastSeenAt.Equal(now.Add(10*time.Minute)) {
+		t.Errorf("LastSeenAt after out-of-order lookups = %v (%v); want %v", got, err, now.Add(10*time.Minute))
+	}
+
 	dup := newSession(u, now, time.Hour)
 	dup.TokenHash = sess.TokenHash
 	wantErr(t, "CreateSession(duplicate token hash)", s.CreateSession(ctx(), u.ID, dup), store.ErrConflict)
@@ -264,6 +284,7 @@ func testAudit(t *testing.T, s store.Store) {
 			t.Errorf("Record did not assign ID/CreatedAt: %+v", e)
 		}
 	}
+	wantErr(t, "Record(unknown user)", s.Record(ctx(), &store.AuditEvent{UserID: NewID(), Event: "login_success"}), store.ErrNotFound)
 	evs, err := s.AuditEvents(ctx(), a.ID, 10)
 	noErr(t, "AuditEvents", err)
 	if len(evs) != 2 || evs[0].Event != "login_success" || evs[1].Event != "register" {

@@ -6,7 +6,7 @@
 CREATE TABLE users (
 	id uuid PRIMARY KEY,
 	number bigint GENERATED ALWAYS AS IDENTITY NOT NULL UNIQUE,
-	email text NOT NULL UNIQUE CHECK (char_length(email) BETWEEN 3 AND 254),
+	email text NOT NULL UNIQUE CHECK (char_length(email) BETWEEN 3 AND 254 AND email = lower(email)),
 	encrypted_master_key_hint text,
 	kdf_params text NOT NULL,
 	auth_hash bytea NOT NULL,

@@ -16,7 +16,7 @@ BEGIN
 	FOREACH t IN ARRAY ARRAY['users', 'sessions', 'audit_log', 'provider_tokens', 'egress_allocations',
 		'conversations', 'messages', 'vm_sessions', 'job_executions'] LOOP
 		EXECUTE format('REVOKE ALL ON TABLE public.%I FROM PUBLIC', t);
-		FOREACH r IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+		FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role'] LOOP
 			IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
 				EXECUTE format('REVOKE ALL ON TABLE public.%I FROM %I', t, r);
 			END IF;
