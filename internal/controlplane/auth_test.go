@@ -99,7 +99,7 @@ type account struct {
 	body                    map[string]any
 }
 
-func newAccount(t *testing.T, email, password string) *account {
+func newAccount(t testing.TB, email, password string) *account {
 	t.Helper()
 	a := &account{userID: uuid.NewString(), email: email, password: password, params: crypto.DefaultPBKDF2Params()}
 	mk, err := crypto.DeriveMasterKey([]byte(password), a.params)

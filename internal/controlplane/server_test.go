@@ -26,7 +26,7 @@ func start(t *testing.T) (string, func() error) {
 }
 
 // sqliteStore opens a fresh, migrated SQLite store in a temp dir.
-func sqliteStore(t *testing.T) store.Store {
+func sqliteStore(t testing.TB) store.Store {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "polydev.db"), sqlite.WithMigrate())
 	if err != nil {
