@@ -38,7 +38,7 @@ func sqliteStore(t testing.TB) store.Store {
 
 // startWith runs a real server on a loopback port over st, logging to
 // logw (nil: discard).
-func startWith(t *testing.T, st store.Store, logw io.Writer) (string, func() error) {
+func startWith(t testing.TB, st store.Store, logw io.Writer) (string, func() error) {
 	t.Helper()
 	if logw == nil {
 		logw = io.Discard
