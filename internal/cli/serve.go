@@ -61,6 +61,7 @@ environment variable named in its help.`)
 		return err
 	}
 	defer st.Close()
+	cfg.Store = st
 	if *secretFile == "" {
 		*secretFile = filepath.Join(*data, "prelogin.secret")
 	}

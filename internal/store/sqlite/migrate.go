@@ -30,7 +30,6 @@ func (db *DB) initMigrations(logger *slog.Logger) error {
 	p, err := goose.NewProvider(goose.DialectSQLite3, db.w, fsys,
 		goose.WithDisableGlobalRegistry(true), // only the embedded files, no init()-registered Go migrations
 		goose.WithSlog(logger),
-		goose.WithVerbose(true),
 	)
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
