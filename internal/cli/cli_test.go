@@ -63,3 +63,11 @@ func TestMigrateSQLite(t *testing.T) {
 		t.Fatalf("second migrate: code %d, stdout %q", code, out)
 	}
 }
+
+func TestServeMigrateNeedsOwnerForPostgres(t *testing.T) {
+	t.Parallel()
+	code, _, errOut := run("serve", "-database-url", "host=/nonexistent user=app", "-migrate", "-data", t.TempDir())
+	if code != 1 || !strings.Contains(errOut, "--migrate-database-url") {
+		t.Fatalf("serve --migrate on PostgreSQL without the owner: code %d, stderr %q", code, errOut)
+	}
+}

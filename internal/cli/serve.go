@@ -34,7 +34,8 @@ environment variable named in its help.`)
 	fs.StringVar(&cfg.Addr, "addr", envOr("POLYDEV_ADDR", "127.0.0.1:8080"), "listen address, host:port (env POLYDEV_ADDR)")
 	data := fs.String("data", envOr("POLYDEV_DATA", "./polydev-data"), "data directory: SQLite database, prelogin secret (env POLYDEV_DATA)")
 	dbURL := fs.String("database-url", os.Getenv("POLYDEV_DATABASE_URL"), "PostgreSQL connection string of the app's login role (env POLYDEV_DATABASE_URL)")
-	migrate := fs.Bool("migrate", envBool("POLYDEV_MIGRATE"), "apply SQLite migrations at start (env POLYDEV_MIGRATE; always on with --dev)")
+	migrate := fs.Bool("migrate", envBool("POLYDEV_MIGRATE"), "apply migrations at start (env POLYDEV_MIGRATE; always on with --dev); PostgreSQL also needs --migrate-database-url")
+	migrateURL := fs.String("migrate-database-url", os.Getenv("POLYDEV_MIGRATE_DATABASE_URL"), "PostgreSQL connection string of the schema owner, for --migrate (env POLYDEV_MIGRATE_DATABASE_URL)")
 	secretFile := fs.String("secret-file", os.Getenv("POLYDEV_SECRET_FILE"), "file with ≥ 32 random bytes for prelogin answers (env POLYDEV_SECRET_FILE; default DATA/prelogin.secret, created if missing with SQLite)")
 	fs.DurationVar(&cfg.SessionTTL, "session-ttl", envDuration("POLYDEV_SESSION_TTL", 24*time.Hour), "session lifetime (env POLYDEV_SESSION_TTL)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
@@ -56,7 +57,7 @@ environment variable named in its help.`)
 	}
 	log := slog.New(h)
 
-	st, err := openStore(ctx, log, *data, *dbURL, *migrate || cfg.Dev)
+	st, err := openStore(ctx, log, *data, *dbURL, *migrateURL, *migrate || cfg.Dev)
 	if err != nil {
 		return err
 	}
@@ -76,10 +77,19 @@ environment variable named in its help.`)
 	return srv.Run(ctx, nil)
 }
 
-func openStore(ctx context.Context, log *slog.Logger, data, dbURL string, migrate bool) (store.Store, error) {
+func openStore(ctx context.Context, log *slog.Logger, data, dbURL, migrateURL string, migrate bool) (store.Store, error) {
 	if dbURL != "" {
 		if migrate {
-			return nil, errors.New("--migrate applies to SQLite; for PostgreSQL run 'polydev migrate --database-url <schema owner>' first")
+			// The server's own role may not change the schema: migrations
+			// run as the owner, on a connection of their own.
+			if migrateURL == "" {
+				return nil, errors.New("--migrate with PostgreSQL needs --migrate-database-url (the schema owner), or run 'polydev migrate' first")
+			}
+			from, to, err := postgres.Migrate(ctx, migrateURL, log)
+			if err != nil {
+				return nil, err
+			}
+			log.Info("schema migrated", "from", from, "to", to)
 		}
 		st, err := postgres.Open(ctx, dbURL)
 		if err != nil {

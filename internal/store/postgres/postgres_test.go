@@ -22,6 +22,9 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		return open(t, newDatabase(t, true).appDSN)
 	})
+	if !t.Failed() {
+		t.Log("conformance suite passed on postgres")
+	}
 }
 
 // open opens the store as the application would; Close is left to the

@@ -60,6 +60,9 @@ func TestConformance(t *testing.T) {
 		}
 		return db
 	})
+	if !t.Failed() {
+		t.Log("conformance suite passed on sqlite")
+	}
 }
 
 // Every connection of both pools, not just the first, must carry the
