@@ -28,19 +28,28 @@ func backends(t *testing.T, fn func(t *testing.T, st store.Store)) {
 	})
 	t.Run("postgres", func(t *testing.T) {
 		t.Parallel()
-		c := pgtest.Start(t)
-		owner := c.CreateDatabase(t, "polydev")
-		if _, _, err := postgres.Migrate(context.Background(), owner, nil); err != nil {
-			t.Fatal(err)
-		}
-		c.Psql(t, "postgres", "CREATE ROLE app LOGIN NOINHERIT; GRANT polydev_app, polydev_auth TO app;")
-		st, err := postgres.Open(context.Background(), owner+" user=app")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
+		st, _, _ := postgresStore(t)
 		fn(t, st)
 	})
+}
+
+// postgresStore starts a throwaway cluster, migrates a database as its
+// owner, and opens the store as an unprivileged NOINHERIT login role, as in
+// production. It returns the cluster and the owner's DSN too.
+func postgresStore(t testing.TB) (store.Store, *pgtest.Cluster, string) {
+	t.Helper()
+	c := pgtest.Start(t)
+	owner := c.CreateDatabase(t, "polydev")
+	if _, _, err := postgres.Migrate(context.Background(), owner, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.Psql(t, "postgres", "CREATE ROLE app LOGIN NOINHERIT; GRANT polydev_app, polydev_auth TO app;")
+	st, err := postgres.Open(context.Background(), owner+" user=app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st, c, owner
 }
 
 type apiClient struct {

@@ -7,7 +7,6 @@ package controlplane_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -21,24 +20,12 @@ import (
 
 	"polydev/internal/crypto"
 	"polydev/internal/store"
-	"polydev/internal/store/postgres"
-	"polydev/internal/testenv/pgtest"
 )
 
 func benchBackends(b *testing.B, fn func(b *testing.B, st store.Store)) {
 	b.Run("sqlite", func(b *testing.B) { fn(b, sqliteStore(b)) })
 	b.Run("postgres", func(b *testing.B) {
-		c := pgtest.Start(b)
-		owner := c.CreateDatabase(b, "polydev")
-		if _, _, err := postgres.Migrate(context.Background(), owner, nil); err != nil {
-			b.Fatal(err)
-		}
-		c.Psql(b, "postgres", "CREATE ROLE app LOGIN NOINHERIT; GRANT polydev_app, polydev_auth TO app;")
-		st, err := postgres.Open(context.Background(), owner+" user=app")
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { st.Close() })
+		st, _, _ := postgresStore(b)
 		fn(b, st)
 	})
 }

@@ -21,9 +21,7 @@ import (
 
 	"polydev/internal/crypto"
 	"polydev/internal/store"
-	"polydev/internal/store/postgres"
 	"polydev/internal/store/sqlite"
-	"polydev/internal/testenv/pgtest"
 )
 
 // openEnvelope opens a symmetric envelope with a raw key, written from
@@ -89,16 +87,7 @@ func TestNoSecretsAtRest(t *testing.T) {
 			return backend{st: st, dump: files, close: func() { st.Close() }}
 		},
 		"postgres": func(t *testing.T) backend {
-			c := pgtest.Start(t)
-			owner := c.CreateDatabase(t, "polydev")
-			if _, _, err := postgres.Migrate(context.Background(), owner, nil); err != nil {
-				t.Fatal(err)
-			}
-			c.Psql(t, "postgres", "CREATE ROLE app LOGIN NOINHERIT; GRANT polydev_app, polydev_auth TO app;")
-			st, err := postgres.Open(context.Background(), owner+" user=app")
-			if err != nil {
-				t.Fatal(err)
-			}
+			st, c, owner := postgresStore(t)
 			dump := func() []byte {
 				out, err := exec.Command(filepath.Join(c.BinDir(), "pg_dump"), "--data-only", "--inserts", owner).CombinedOutput()
 				if err != nil {
