@@ -29,6 +29,7 @@ import (
 	"strings"
 	"time"
 
+	"polydev/internal/api"
 	"polydev/internal/buildinfo"
 )
 
@@ -148,71 +149,23 @@ func ParseServerURL(s string) (string, error) {
 	return u.Scheme + "://" + u.Host, nil
 }
 
-// User is an account as the API describes it.
-type User struct {
-	ID     string `json:"id"`
-	Email  string `json:"email"`
-	Number int64  `json:"number"`
-}
-
-// KeyBundle is what the server keeps for the client: the KDF record and
-// the wrapped keys, all opaque to it.
-type KeyBundle struct {
-	KDF               json.RawMessage `json:"kdf"`
-	WrappedAccountKey string          `json:"wrapped_account_key"`
-	WrappedPrivateKey string          `json:"wrapped_private_key"`
-	PublicKey         string          `json:"public_key"`
-}
-
-// RegisterRequest is the body of POST /v1/auth/register.
-type RegisterRequest struct {
-	UserID            string          `json:"user_id"`
-	Email             string          `json:"email"`
-	KDF               json.RawMessage `json:"kdf"`
-	AuthKey           string          `json:"auth_key"`
-	WrappedAccountKey string          `json:"wrapped_account_key"`
-	WrappedPrivateKey string          `json:"wrapped_private_key"`
-	PublicKey         string          `json:"public_key"`
-}
-
-// RegisterResponse is the answer to a registration.
-type RegisterResponse struct {
-	UserID     string `json:"user_id"`
-	UserNumber int64  `json:"user_number"`
-}
-
-// LoginResponse is the answer to a login: a session and the key bundle.
-type LoginResponse struct {
-	Token     string    `json:"token"`
-	ExpiresAt time.Time `json:"expires_at"`
-	User      User      `json:"user"`
-	KeyBundle
-}
-
-// MeResponse is the answer to GET /v1/auth/me.
-type MeResponse struct {
-	User User `json:"user"`
-	KeyBundle
-}
-
-// ChangePasswordRequest is the body of POST /v1/auth/password.
-// WrappedPrivateKey may be empty when it is unchanged.
-type ChangePasswordRequest struct {
-	CurrentAuthKey    string          `json:"current_auth_key"`
-	KDF               json.RawMessage `json:"kdf"`
-	AuthKey           string          `json:"auth_key"`
-	WrappedAccountKey string          `json:"wrapped_account_key"`
-	WrappedPrivateKey string          `json:"wrapped_private_key,omitempty"`
-}
+// The wire types of docs/api.md, shared with the control plane.
+type (
+	User                  = api.User
+	KeyBundle             = api.KeyBundle
+	RegisterRequest       = api.RegisterRequest
+	RegisterResponse      = api.RegisterResponse
+	LoginResponse         = api.LoginResponse
+	MeResponse            = api.MeResponse
+	ChangePasswordRequest = api.ChangePasswordRequest
+)
 
 // Prelogin returns the KDF record the server holds for email (a
 // deterministic stand-in for an unknown email). The record is returned
 // raw: the caller must check it with crypto.ParseKDFParams before deriving.
 func (c *Client) Prelogin(ctx context.Context, email string) (json.RawMessage, error) {
-	var out struct {
-		KDF json.RawMessage `json:"kdf"`
-	}
-	if err := c.do(ctx, http.MethodPost, "/v1/auth/prelogin", "", map[string]string{"email": email}, &out); err != nil {
+	var out api.PreloginResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/auth/prelogin", "", api.EmailRequest{Email: email}, &out); err != nil {
 		return nil, fmt.Errorf("prelogin: %w", err)
 	}
 	if len(out.KDF) == 0 {
@@ -233,7 +186,7 @@ func (c *Client) Register(ctx context.Context, req RegisterRequest) (RegisterRes
 // Login exchanges an email and auth key (base64) for a session.
 func (c *Client) Login(ctx context.Context, email, authKey string) (*LoginResponse, error) {
 	var out LoginResponse
-	in := map[string]string{"email": email, "auth_key": authKey}
+	in := api.LoginRequest{Email: email, AuthKey: authKey}
 	if err := c.do(ctx, http.MethodPost, "/v1/auth/login", "", in, &out); err != nil {
 		return nil, fmt.Errorf("login: %w", err)
 	}
@@ -272,7 +225,7 @@ func (c *Client) ChangePassword(ctx context.Context, token string, req ChangePas
 // DeleteAccount deletes the account of the session, proven again by its
 // auth key (base64).
 func (c *Client) DeleteAccount(ctx context.Context, token, authKey string) error {
-	if err := c.do(ctx, http.MethodDelete, "/v1/auth/me", token, map[string]string{"auth_key": authKey}, nil); err != nil {
+	if err := c.do(ctx, http.MethodDelete, "/v1/auth/me", token, api.DeleteRequest{AuthKey: authKey}, nil); err != nil {
 		return fmt.Errorf("delete account: %w", err)
 	}
 	return nil
@@ -347,12 +300,7 @@ func unwrapURLError(err error) error {
 func decodeError(resp *http.Response) error {
 	e := &APIError{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorSize))
-	var body struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
+	var body api.ErrorBody
 	if json.Unmarshal(b, &body) == nil && body.Error.Code != "" {
 		e.Code, e.Message = body.Error.Code, body.Error.Message
 	} else {

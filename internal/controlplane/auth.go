@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"polydev/internal/api"
 	"polydev/internal/crypto"
 	"polydev/internal/store"
 )
@@ -26,54 +27,9 @@ import (
 // maxWrappedKey bounds a wrapped key or private key record envelope.
 const maxWrappedKey = 4096
 
-type registerRequest struct {
-	UserID            string          `json:"user_id"`
-	Email             string          `json:"email"`
-	KDF               json.RawMessage `json:"kdf"`
-	AuthKey           string          `json:"auth_key"`
-	WrappedAccountKey string          `json:"wrapped_account_key"`
-	WrappedPrivateKey string          `json:"wrapped_private_key"`
-	PublicKey         string          `json:"public_key"`
-}
-
-type emailRequest struct {
-	Email string `json:"email"`
-}
-
-type loginRequest struct {
-	Email   string `json:"email"`
-	AuthKey string `json:"auth_key"`
-}
-
-type passwordRequest struct {
-	CurrentAuthKey    string          `json:"current_auth_key"`
-	KDF               json.RawMessage `json:"kdf"`
-	AuthKey           string          `json:"auth_key"`
-	WrappedAccountKey string          `json:"wrapped_account_key"`
-	WrappedPrivateKey string          `json:"wrapped_private_key"`
-}
-
-type deleteRequest struct {
-	AuthKey string `json:"auth_key"`
-}
-
-type userJSON struct {
-	ID     string `json:"id"`
-	Email  string `json:"email"`
-	Number int64  `json:"number"`
-}
-
-type accountJSON struct {
-	User              userJSON        `json:"user"`
-	KDF               json.RawMessage `json:"kdf"`
-	WrappedAccountKey string          `json:"wrapped_account_key"`
-	WrappedPrivateKey string          `json:"wrapped_private_key"`
-	PublicKey         string          `json:"public_key"`
-}
-
-func account(u *store.User) accountJSON {
-	return accountJSON{User: userJSON{u.ID, u.Email, u.Number}, KDF: u.KDFParams,
-		WrappedAccountKey: u.WrappedAccountKey, WrappedPrivateKey: u.WrappedPrivateKey, PublicKey: u.PublicKey}
+func account(u *store.User) api.MeResponse {
+	return api.MeResponse{User: api.User{ID: u.ID, Email: u.Email, Number: u.Number}, KeyBundle: api.KeyBundle{KDF: u.KDFParams,
+		WrappedAccountKey: u.WrappedAccountKey, WrappedPrivateKey: u.WrappedPrivateKey, PublicKey: u.PublicKey}}
 }
 
 // normalizeEmail checks an address (a bare addr-spec of at most 254 bytes)
@@ -116,7 +72,7 @@ func checkWrapped(field, text string) error {
 }
 
 func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
-	var req registerRequest
+	var req api.RegisterRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
@@ -151,12 +107,12 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 		return storeError(err)
 	}
 	s.audit(r, u.ID, "register", nil)
-	writeJSON(w, http.StatusCreated, map[string]any{"user_id": u.ID, "user_number": u.Number})
+	writeJSON(w, http.StatusCreated, api.RegisterResponse{UserID: u.ID, UserNumber: u.Number})
 	return nil
 }
 
 func (s *Server) prelogin(w http.ResponseWriter, r *http.Request) error {
-	var req emailRequest
+	var req api.EmailRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
@@ -177,7 +133,7 @@ func (s *Server) prelogin(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return storeError(err)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"kdf": json.RawMessage(kdf)})
+	writeJSON(w, http.StatusOK, api.PreloginResponse{KDF: kdf})
 	return nil
 }
 
@@ -202,7 +158,7 @@ func (s *Server) checkRate(email, ip string, now time.Time) error {
 }
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
-	var req loginRequest
+	var req api.LoginRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
@@ -245,11 +201,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.audit(r, u.ID, "login_success", nil)
-	writeJSON(w, http.StatusOK, struct {
-		Token     string    `json:"token"`
-		ExpiresAt time.Time `json:"expires_at"`
-		accountJSON
-	}{token, sess.ExpiresAt, account(u)})
+	a := account(u)
+	writeJSON(w, http.StatusOK, api.LoginResponse{Token: token, ExpiresAt: sess.ExpiresAt, User: a.User, KeyBundle: a.KeyBundle})
 	return nil
 }
 
@@ -340,7 +293,7 @@ func (s *Server) reauthenticate(r *http.Request, u *store.User, authKey string) 
 }
 
 func (s *Server) changePassword(w http.ResponseWriter, r *http.Request) error {
-	var req passwordRequest
+	var req api.ChangePasswordRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
@@ -381,7 +334,7 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteAccount(w http.ResponseWriter, r *http.Request) error {
-	var req deleteRequest
+	var req api.DeleteRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}

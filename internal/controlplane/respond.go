@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"polydev/internal/api"
 )
 
 // maxBody caps every request body.
@@ -73,7 +75,7 @@ func (s *Server) handle(h handlerFunc) http.Handler {
 		if ae.retryAfter > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(int((ae.retryAfter+time.Second-1)/time.Second)))
 		}
-		writeJSON(w, ae.status, map[string]any{"error": map[string]string{"code": ae.code, "message": ae.message}})
+		writeJSON(w, ae.status, api.ErrorBody{Error: api.ErrorDetail{Code: ae.code, Message: ae.message}})
 	})
 }
 
