@@ -83,17 +83,26 @@ type accountEnv struct {
 	in *bufio.Reader
 }
 
-func runRegister(ctx context.Context, a *accountEnv, args []string) error {
-	fs := newFlagSet(a.env, "account register [flags]", "Creates an account on the server and logs in.")
+// serverAndEmail parses the flags of the commands that name an account —
+// --server and --email — and returns a client for the server and the email
+// (asked on a terminal when the flag is absent).
+func (a *accountEnv) serverAndEmail(name, synopsis string, args []string) (*client.Client, string, error) {
+	fs := newFlagSet(a.env, name, synopsis)
 	server, email := serverFlag(fs), fs.String("email", "", "email address (asked on a terminal if absent)")
 	if err := parse(fs, args); err != nil {
-		return err
+		return nil, "", err
 	}
 	c, err := a.newClient(*server)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
-	if *email, err = a.email(*email); err != nil {
+	e, err := a.email(*email)
+	return c, e, err
+}
+
+func runRegister(ctx context.Context, a *accountEnv, args []string) error {
+	c, email, err := a.serverAndEmail("account register [flags]", "Creates an account on the server and logs in.", args)
+	if err != nil {
 		return err
 	}
 	pw, err := a.newPassword(ctx, "POLYDEV_PASSWORD", "Password: ", "Repeat the password: ")
@@ -101,11 +110,11 @@ func runRegister(ctx context.Context, a *accountEnv, args []string) error {
 		return err
 	}
 	defer clear(pw)
-	reg, err := client.Register(ctx, c, *email, pw)
+	reg, err := client.Register(ctx, c, email, pw)
 	if err != nil {
 		return err
 	}
-	sess, keys, err := client.Login(ctx, c, *email, pw)
+	sess, keys, err := client.Login(ctx, c, email, pw)
 	if err != nil {
 		return fmt.Errorf("account created (user number %d), but logging in failed: %v; run polydev account login", reg.UserNumber, explain(err))
 	}
@@ -118,16 +127,8 @@ func runRegister(ctx context.Context, a *accountEnv, args []string) error {
 }
 
 func runLogin(ctx context.Context, a *accountEnv, args []string) error {
-	fs := newFlagSet(a.env, "account login [flags]", "Logs in, unlocks your keys to check them, and keeps the session on this device.")
-	server, email := serverFlag(fs), fs.String("email", "", "email address (asked on a terminal if absent)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	c, err := a.newClient(*server)
+	c, email, err := a.serverAndEmail("account login [flags]", "Logs in, unlocks your keys to check them, and keeps the session on this device.", args)
 	if err != nil {
-		return err
-	}
-	if *email, err = a.email(*email); err != nil {
 		return err
 	}
 	pw, err := a.password(ctx, "POLYDEV_PASSWORD", "Password: ")
@@ -135,7 +136,7 @@ func runLogin(ctx context.Context, a *accountEnv, args []string) error {
 		return err
 	}
 	defer clear(pw)
-	sess, keys, err := client.Login(ctx, c, *email, pw)
+	sess, keys, err := client.Login(ctx, c, email, pw)
 	if err != nil {
 		return err
 	}

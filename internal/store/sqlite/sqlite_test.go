@@ -202,24 +202,7 @@ func TestUserNumbers(t *testing.T) {
 	t.Parallel()
 	db, _ := openDB(t, WithMigrate())
 	const n = 20
-	nums := make([]int64, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			u := newUser()
-			if err := db.CreateUser(ctx(), u); err != nil {
-				t.Errorf("CreateUser: %v", err)
-			}
-			nums[i] = u.Number
-		})
-	}
-	wg.Wait()
-	slices.Sort(nums)
-	for i, got := range nums {
-		if got != int64(i+1) {
-			t.Fatalf("numbers = %v; want 1..%d", nums, n)
-		}
-	}
+	createConcurrently(t, n, func(int) *DB { return db })
 
 	dup := newUser()
 	dup.Email = strings.Repeat("x", 300) // breaks the length check
@@ -249,14 +232,22 @@ func TestUserNumbersAcrossHandles(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	const n = 20
+	createConcurrently(t, 20, func(i int) *DB {
+		if i%2 == 1 {
+			return b
+		}
+		return a
+	})
+}
+
+// createConcurrently registers n users at once, user i through pick(i),
+// and requires their numbers to be exactly 1..n.
+func createConcurrently(t *testing.T, n int, pick func(i int) *DB) {
+	t.Helper()
 	nums := make([]int64, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		db := a
-		if i%2 == 1 {
-			db = b
-		}
+		db := pick(i)
 		wg.Go(func() {
 			u := newUser()
 			if err := db.CreateUser(ctx(), u); err != nil {

@@ -148,16 +148,6 @@ func testUsers(t *testing.T, s store.Store) {
 	noKDF := newUser()
 	noKDF.KDFParams = nil
 	wantErr(t, "CreateUser(no KDF record)", s.CreateUser(ctx(), noKDF), store.ErrInvalid)
-	empty := newUser()
-	empty.WrappedAccountKey = ""
-	if err := s.CreateUser(ctx(), empty); err == nil {
-		// An empty wrapped key is a client bug the API rejects first; the
-		// store need not, but must then keep it as given.
-		got, _ := s.User(ctx(), empty.ID)
-		if got == nil || got.WrappedAccountKey != "" {
-			t.Errorf("user with an empty wrapped key came back as %+v", got)
-		}
-	}
 }
 
 func testUserNumbers(t *testing.T, s store.Store) {
