@@ -89,3 +89,31 @@ func TestPrivateKeyRecordExport(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckSealedText(t *testing.T) {
+	t.Parallel()
+	priv, _ := crypto.GenerateKeyPair(crypto.DefaultSuite)
+	env, err := crypto.SealTo(priv.Public(), crypto.GrantContext("u", "r"), []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sym, _ := crypto.Seal(crypto.NewKey(), crypto.MessageContext("u", "m"), []byte("x"))
+	cases := []struct {
+		name string
+		text string
+		max  int
+		want error
+	}{
+		{"sealed", env, 4096, nil},
+		{"too long", env, 100, crypto.ErrMalformed},
+		{"symmetric envelope", sym, 4096, crypto.ErrUnknownVersion},
+		{"not base64", "%%%", 4096, crypto.ErrMalformed},
+		{"empty", "", 4096, crypto.ErrMalformed},
+	}
+	for _, c := range cases {
+		err := crypto.CheckSealedText(c.text, c.max)
+		if (c.want == nil) != (err == nil) || (c.want != nil && !errors.Is(err, c.want)) {
+			t.Errorf("%s: got %v; want %v", c.name, err, c.want)
+		}
+	}
+}
