@@ -3,7 +3,7 @@ package api
 import "time"
 
 // RuntimeKey is GET /v1/runtime/key: the runtime public key new grants are
-// sealed to, signed by the runtime's identity (docs/crypto.md §9). Clients
+// sealed to, signed by the runtime's identity (docs/crypto.md §11). Clients
 // pin Identity on first use and refuse a key whose signature does not check
 // or whose identity changed.
 type RuntimeKey struct {

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Runtime identity (docs/crypto.md §9). The runtime supervisor holds a
+// Runtime identity (docs/crypto.md §11). The runtime supervisor holds a
 // long-term Ed25519 identity key and signs each short-lived HPKE key it
 // publishes. Clients pin the identity on first use and check the signature
 // on every grant, so a control plane that relays the key cannot substitute
@@ -137,3 +137,23 @@ func (k *PrivateKey) ExportRecord() ([]byte, error) { return k.record() }
 
 // ParsePrivateKeyRecord reads an ExportRecord.
 func ParsePrivateKeyRecord(b []byte) (*PrivateKey, error) { return parsePrivateKeyRecord(b) }
+
+// ExportText returns the raw key in text form, for the one place a raw
+// conversation key leaves the device: inside a grant sealed to the runtime
+// (§11.2). Never store or log the result.
+func (k Key) ExportText() (string, error) {
+	if !k.Valid() {
+		return "", fmt.Errorf("%w: no key", ErrMalformed)
+	}
+	return EncodeText(k.s.b[:]), nil
+}
+
+// KeyFromText reads an ExportText.
+func KeyFromText(text string) (Key, error) {
+	b, err := DecodeText(text)
+	if err != nil {
+		return Key{}, err
+	}
+	defer clear(b)
+	return KeyFromBytes(b)
+}

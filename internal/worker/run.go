@@ -187,13 +187,8 @@ func openGrant(task Task, now time.Time) (*Grant, crypto.Key, error) {
 	case g.ExpiresAt.Sub(now) > MaxGrantLifetime:
 		return nil, crypto.Key{}, errors.New("grant lifetime too long")
 	}
-	raw, err := crypto.DecodeText(g.ConversationKey)
+	key, err := crypto.KeyFromText(g.ConversationKey)
 	g.ConversationKey = ""
-	if err != nil {
-		return nil, crypto.Key{}, errors.New("grant conversation key is malformed")
-	}
-	key, err := crypto.KeyFromBytes(raw)
-	clear(raw)
 	if err != nil {
 		return nil, crypto.Key{}, errors.New("grant conversation key is malformed")
 	}
