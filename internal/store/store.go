@@ -145,6 +145,14 @@ type Message struct {
 	CreatedAt time.Time
 }
 
+// Message roles.
+const (
+	MessageRoleUser      = "user"
+	MessageRoleAssistant = "assistant"
+	MessageRoleSystem    = "system"
+	MessageRoleTool      = "tool"
+)
+
 // Message statuses.
 const (
 	MessageComplete   = "complete"
