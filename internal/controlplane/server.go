@@ -14,6 +14,7 @@ import (
 
 	"polydev/internal/buildinfo"
 	"polydev/internal/crypto"
+	"polydev/internal/egress"
 	"polydev/internal/store"
 )
 
@@ -34,6 +35,9 @@ type Config struct {
 	PreloginSecret []byte
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Egress hands out users' egress ports and looks up their exit IPs;
+	// nil means direct egress over the default port range.
+	Egress *egress.Proxy
 }
 
 // Validate checks the configuration once, with clear errors.
@@ -64,6 +68,7 @@ type Server struct {
 	assets fs.FS
 	store  store.Store
 	now    func() time.Time
+	egress *egress.Proxy
 
 	accountLimit, ipLimit *failureLimiter
 	dummyHash, dummySalt  []byte
@@ -84,6 +89,9 @@ func New(cfg Config, log *slog.Logger, assets fs.FS) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	if s.egress = cfg.Egress; s.egress == nil {
+		s.egress = egress.NewDirect()
+	}
 	s.dummyHash, s.dummySalt, s.dummyAlgo = crypto.DummyAuthHash()
 	return s, nil
 }
@@ -100,10 +108,16 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /v1/auth/me", s.handle(s.authenticated(s.deleteAccount)))
 	mux.Handle("POST /v1/auth/logout", s.handle(s.authenticated(s.logout)))
 	mux.Handle("POST /v1/auth/password", s.handle(s.authenticated(s.changePassword)))
+	mux.Handle("POST /v1/accounts/tokens", s.handle(s.authenticated(s.linkToken)))
+	mux.Handle("GET /v1/accounts", s.handle(s.authenticated(s.listAccounts)))
+	mux.Handle("GET /v1/accounts/{provider}/token", s.handle(s.authenticated(s.providerToken)))
+	mux.Handle("POST /v1/accounts/{provider}/revoke", s.handle(s.authenticated(s.revokeProvider)))
+	mux.Handle("POST /v1/accounts/{provider}/rotate-egress", s.handle(s.authenticated(s.rotateEgress)))
 	notAllowed := s.handle(func(http.ResponseWriter, *http.Request) error {
 		return errorf(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
 	})
-	for _, p := range []string{"/v1/auth/register", "/v1/auth/prelogin", "/v1/auth/login", "/v1/auth/me", "/v1/auth/logout", "/v1/auth/password"} {
+	for _, p := range []string{"/v1/auth/register", "/v1/auth/prelogin", "/v1/auth/login", "/v1/auth/me", "/v1/auth/logout", "/v1/auth/password",
+		"/v1/accounts/tokens", "/v1/accounts", "/v1/accounts/{provider}/token", "/v1/accounts/{provider}/revoke", "/v1/accounts/{provider}/rotate-egress"} {
 		mux.Handle(p, notAllowed)
 	}
 	mux.Handle("/v1/", s.handle(func(http.ResponseWriter, *http.Request) error {
