@@ -29,6 +29,9 @@ type LinkedAccount struct {
 // the same.
 type LinkTokenResponse struct {
 	LinkedAccount
+	// Replaced is set when the provider was linked already and its
+	// credential was replaced (HTTP 200; a first link is 201).
+	Replaced      bool   `json:"replaced,omitempty"`
 	EgressIPError string `json:"egress_ip_error,omitempty"`
 }
 

@@ -88,7 +88,7 @@ func (s *Server) linkToken(w http.ResponseWriter, r *http.Request) error {
 		event = "provider_link"
 	}
 	s.audit(r, uid, event, map[string]string{"provider": t.Provider, "egress_port": strconv.Itoa(t.EgressPort)})
-	resp := api.LinkTokenResponse{}
+	resp := api.LinkTokenResponse{Replaced: !first}
 	if t.EgressIP == "" {
 		t.EgressIP, resp.EgressIPError = s.recordEgressIP(r.Context(), uid, t.Provider, t.EgressPort)
 	}

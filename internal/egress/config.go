@@ -71,13 +71,12 @@ func (s Secret) Reveal() string { return s.v }
 // IsZero reports whether the secret is empty.
 func (s Secret) IsZero() bool { return s.v == "" }
 
-func (Secret) String() string                  { return redacted }
-func (Secret) GoString() string                { return redacted }
-func (Secret) Format(f fmt.State, _ rune)      { fmt.Fprint(f, redacted) }
-func (Secret) LogValue() slog.Value            { return slog.StringValue(redacted) }
-func (Secret) MarshalText() ([]byte, error)    { return []byte(redacted), nil }
-func (Secret) MarshalJSON() ([]byte, error)    { return json.Marshal(redacted) }
-func (s *Secret) UnmarshalText(b []byte) error { s.v = string(b); return nil }
+func (Secret) String() string               { return redacted }
+func (Secret) GoString() string             { return redacted }
+func (Secret) Format(f fmt.State, _ rune)   { fmt.Fprint(f, redacted) }
+func (Secret) LogValue() slog.Value         { return slog.StringValue(redacted) }
+func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+func (Secret) MarshalJSON() ([]byte, error) { return json.Marshal(redacted) }
 
 // Config is the egress configuration, validated by Validate.
 type Config struct {
