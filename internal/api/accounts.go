@@ -49,11 +49,3 @@ type RotateEgressResponse struct {
 	RotatedAt     time.Time `json:"rotated_at"`
 	EgressIPError string    `json:"egress_ip_error,omitempty"`
 }
-
-// ProviderTokenResponse is the answer to GET
-// /v1/accounts/{provider}/token: the sealed credential, for the device to
-// open.
-type ProviderTokenResponse struct {
-	Provider       string `json:"provider"`
-	EncryptedToken string `json:"encrypted_token"`
-}

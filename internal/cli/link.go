@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -82,8 +83,8 @@ func (a *accountEnv) providerFlags(name, synopsis string, args []string, extra f
 		fs.Usage()
 		return nil, "", "", errUsage
 	}
-	if err := client.CheckProvider(*provider); err != nil {
-		return nil, "", "", err
+	if !slices.Contains(client.Providers, *provider) {
+		return nil, "", "", fmt.Errorf("unknown provider %q: want openai, anthropic or google", *provider)
 	}
 	return fs, *server, *provider, nil
 }

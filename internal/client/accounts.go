@@ -37,8 +37,8 @@ type (
 	RotateEgressResponse = api.RotateEgressResponse
 )
 
-// CheckProvider refuses a provider name the server would not know.
-func CheckProvider(p string) error {
+// checkProvider refuses a provider name the server would not know.
+func checkProvider(p string) error {
 	if !slices.Contains(Providers, p) {
 		return fmt.Errorf("unknown provider %q: want openai, anthropic or google", p)
 	}
@@ -94,7 +94,7 @@ func (c *Client) RotateEgress(ctx context.Context, token, provider string) (*Rot
 // checks the envelope opens again with the private key, and uploads it.
 // The caller wipes credential and keys.
 func LinkKey(ctx context.Context, c *Client, sess *Session, keys *Keys, provider string, credential []byte) (*LinkTokenResponse, error) {
-	if err := CheckProvider(provider); err != nil {
+	if err := checkProvider(provider); err != nil {
 		return nil, err
 	}
 	if len(credential) == 0 || len(credential) > maxCredential {
@@ -123,7 +123,7 @@ func LinkKey(ctx context.Context, c *Client, sess *Session, keys *Keys, provider
 // OpenCredential fetches provider's sealed credential and opens it with
 // the private key. The caller wipes the result.
 func OpenCredential(ctx context.Context, c *Client, sess *Session, keys *Keys, provider string) ([]byte, error) {
-	if err := CheckProvider(provider); err != nil {
+	if err := checkProvider(provider); err != nil {
 		return nil, err
 	}
 	sealed, err := c.SealedToken(ctx, sess.Token, provider)

@@ -65,7 +65,7 @@ func (s *Server) linkToken(w http.ResponseWriter, r *http.Request) error {
 	if req.EncryptedToken == "" {
 		return badRequest("encrypted_token: required")
 	}
-	suite, err := crypto.CheckSealedText(req.EncryptedToken, maxSealedToken)
+	suite, err := crypto.SealedTextSuite(req.EncryptedToken, maxSealedToken)
 	if err != nil {
 		return badRequest("encrypted_token: not a sealed envelope: %v", err)
 	}
@@ -136,22 +136,6 @@ func (s *Server) listAccounts(w http.ResponseWriter, r *http.Request) error {
 		resp.Providers = append(resp.Providers, linkedAccount(&ts[i]))
 	}
 	writeJSON(w, http.StatusOK, resp)
-	return nil
-}
-
-func (s *Server) providerToken(w http.ResponseWriter, r *http.Request) error {
-	provider, err := providerParam(r)
-	if err != nil {
-		return err
-	}
-	t, err := s.store.ProviderToken(r.Context(), session(r).UserID, provider)
-	if errors.Is(err, store.ErrNotFound) {
-		return errNotLinked
-	}
-	if err != nil {
-		return storeError(err)
-	}
-	writeJSON(w, http.StatusOK, api.ProviderTokenResponse{Provider: t.Provider, EncryptedToken: t.EncryptedRefreshToken})
 	return nil
 }
 

@@ -369,7 +369,7 @@ func TestAccountsRefusals(t *testing.T) {
 		{"unknown field", u.c, "POST", "/v1/accounts/tokens", map[string]any{"provider": "openai", "encrypted_token": u.seal(t, "openai", "k"), "key": "sk"}, 400, "invalid_json"},
 		{"revoke unknown provider", u.c, "POST", "/v1/accounts/acme/revoke", nil, 404, "unknown_provider"},
 		{"rotate unlinked", u.c, "POST", "/v1/accounts/google/rotate-egress", nil, 404, "not_linked"},
-		{"token unlinked", u.c, "GET", "/v1/accounts/google/token", nil, 404, "not_linked"},
+		{"token unlinked", u.c, "GET", "/v1/accounts/google/token", nil, 409, "provider_not_linked"},
 		{"wrong method", u.c, "DELETE", "/v1/accounts", nil, 405, "method_not_allowed"},
 		{"wrong method, rotate", u.c, "GET", "/v1/accounts/openai/rotate-egress", nil, 405, "method_not_allowed"},
 	} {

@@ -15,6 +15,7 @@ import (
 	"polydev/internal/buildinfo"
 	"polydev/internal/crypto"
 	"polydev/internal/egress"
+	"polydev/internal/runtime"
 	"polydev/internal/store"
 )
 
@@ -35,6 +36,15 @@ type Config struct {
 	PreloginSecret []byte
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// RuntimeKeys and Runtime reach the runtime supervisor (in this process
+	// or over its socket). Without them chat answers 503.
+	RuntimeKeys runtime.Keys
+	Runtime     runtime.Runner
+	// MaxStreamsPerUser caps a user's concurrent chat streams (0: 4).
+	MaxStreamsPerUser int
+	// Heartbeat is the interval of SSE keep-alive comments (0: 15 s).
+	Heartbeat time.Duration
 	// Egress hands out users' egress ports and looks up their exit IPs;
 	// nil means direct egress over the default port range.
 	Egress *egress.Proxy
@@ -71,6 +81,7 @@ type Server struct {
 	egress *egress.Proxy
 
 	accountLimit, ipLimit *failureLimiter
+	streams               *streamLimiter
 	dummyHash, dummySalt  []byte
 	dummyAlgo             string
 }
@@ -92,6 +103,13 @@ func New(cfg Config, log *slog.Logger, assets fs.FS) (*Server, error) {
 	if s.egress = cfg.Egress; s.egress == nil {
 		s.egress = egress.NewDirect()
 	}
+	if s.cfg.MaxStreamsPerUser <= 0 {
+		s.cfg.MaxStreamsPerUser = 4
+	}
+	if s.cfg.Heartbeat <= 0 {
+		s.cfg.Heartbeat = 15 * time.Second
+	}
+	s.streams = &streamLimiter{max: s.cfg.MaxStreamsPerUser, active: map[string]int{}}
 	s.dummyHash, s.dummySalt, s.dummyAlgo = crypto.DummyAuthHash()
 	return s, nil
 }
@@ -108,9 +126,15 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /v1/auth/me", s.handle(s.authenticated(s.deleteAccount)))
 	mux.Handle("POST /v1/auth/logout", s.handle(s.authenticated(s.logout)))
 	mux.Handle("POST /v1/auth/password", s.handle(s.authenticated(s.changePassword)))
+	mux.Handle("GET /v1/runtime/key", s.handle(s.runtimeKey))
+	mux.Handle("GET /v1/accounts/{provider}/token", s.handle(s.authenticated(s.sealedToken)))
+	mux.Handle("POST /v1/chat/sessions", s.handle(s.authenticated(s.createConversation)))
+	mux.Handle("GET /v1/chat/sessions", s.handle(s.authenticated(s.listConversations)))
+	mux.Handle("GET /v1/chat/{id}", s.handle(s.authenticated(s.conversation)))
+	mux.Handle("DELETE /v1/chat/{id}", s.handle(s.authenticated(s.deleteConversation)))
+	mux.Handle("POST /v1/chat/{id}/messages", s.handle(s.authenticated(s.sendMessage)))
 	mux.Handle("POST /v1/accounts/tokens", s.handle(s.authenticated(s.linkToken)))
 	mux.Handle("GET /v1/accounts", s.handle(s.authenticated(s.listAccounts)))
-	mux.Handle("GET /v1/accounts/{provider}/token", s.handle(s.authenticated(s.providerToken)))
 	mux.Handle("POST /v1/accounts/{provider}/revoke", s.handle(s.authenticated(s.revokeProvider)))
 	mux.Handle("POST /v1/accounts/{provider}/rotate-egress", s.handle(s.authenticated(s.rotateEgress)))
 	notAllowed := s.handle(func(http.ResponseWriter, *http.Request) error {

@@ -2,11 +2,10 @@ package crypto
 
 import "fmt"
 
-// CheckSealedText checks that text is the text form of a sealed envelope
-// (docs/crypto.md §6) of at most maxBytes bytes, and returns its suite —
-// the shape a server can verify of a ciphertext sealed to someone else's
-// key (a provider token sealed to its user). It does no cryptography.
-func CheckSealedText(text string, maxBytes int) (*Suite, error) {
+// SealedTextSuite is CheckSealedText that also returns the envelope's
+// suite, so a server can check that a credential was sealed in the suite
+// of its user's public key. It does no cryptography.
+func SealedTextSuite(text string, maxBytes int) (*Suite, error) {
 	if len(text) > (maxBytes+2)/3*4 {
 		return nil, fmt.Errorf("%w: envelope longer than %d bytes", ErrMalformed, maxBytes)
 	}

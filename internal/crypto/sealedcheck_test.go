@@ -7,7 +7,7 @@ import (
 	"polydev/internal/crypto"
 )
 
-func TestCheckSealedText(t *testing.T) {
+func TestSealedTextSuite(t *testing.T) {
 	t.Parallel()
 	for _, suite := range crypto.Suites {
 		priv, err := crypto.GenerateKeyPair(suite)
@@ -19,14 +19,14 @@ func TestCheckSealedText(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, err := crypto.CheckSealedText(env, 4096); err != nil || got != suite {
-			t.Errorf("%s: CheckSealedText = %v, %v; want the suite", suite, got, err)
+		if got, err := crypto.SealedTextSuite(env, 4096); err != nil || got != suite {
+			t.Errorf("%s: SealedTextSuite = %v, %v; want the suite", suite, got, err)
 		}
-		if _, err := crypto.CheckSealedText(env, 16); !errors.Is(err, crypto.ErrMalformed) {
+		if _, err := crypto.SealedTextSuite(env, 16); !errors.Is(err, crypto.ErrMalformed) {
 			t.Errorf("%s: over the size limit: %v; want ErrMalformed", suite, err)
 		}
 		b, _ := crypto.DecodeText(env)
-		if _, err := crypto.CheckSealedText(crypto.EncodeText(b[:20]), 4096); err == nil {
+		if _, err := crypto.SealedTextSuite(crypto.EncodeText(b[:20]), 4096); err == nil {
 			t.Errorf("%s: a truncated envelope passed", suite)
 		}
 	}
@@ -36,8 +36,8 @@ func TestCheckSealedText(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, bad := range []string{"", "not base64!", sym} {
-		if _, err := crypto.CheckSealedText(bad, 4096); err == nil {
-			t.Errorf("CheckSealedText(%.20q) passed", bad)
+		if _, err := crypto.SealedTextSuite(bad, 4096); err == nil {
+			t.Errorf("SealedTextSuite(%.20q) passed", bad)
 		}
 	}
 }

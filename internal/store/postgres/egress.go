@@ -14,7 +14,7 @@ import (
 // Egress ports (store/egress.go). Everything runs as polydev_app with the
 // acting user's claims; the one look across users — which port is free —
 // is polydev_egress.free_port, a SECURITY DEFINER function that returns a
-// port number and nothing else (migrations/00005_egress_ports.sql).
+// port number and nothing else (migrations/00006_egress_ports.sql).
 // Transactions that take ports hold a transaction-level advisory lock, so
 // two of them never choose the same free port; the primary key on
 // egress_ports.port would refuse the second anyway.

@@ -6,12 +6,12 @@ import (
 	"polydev/internal/store"
 )
 
-// TestMigrationKeepsTokens: migration 00002 turns the ports of existing
+// TestMigrationKeepsTokens: migration 00003 turns the ports of existing
 // provider tokens into their users' holdings and keeps every token.
 func TestMigrationKeepsTokens(t *testing.T) {
 	t.Parallel()
 	db, _ := openDB(t)
-	if _, err := db.migrations.UpTo(ctx(), 1); err != nil {
+	if _, err := db.migrations.UpTo(ctx(), 2); err != nil {
 		t.Fatal(err)
 	}
 	u := mustUser(t, db)
