@@ -118,18 +118,27 @@ func (db *DB) LinkProviderToken(ctx context.Context, as string, t *store.Provide
 	var first bool
 	var stored *store.ProviderToken
 	err := db.asUser(ctx, user, func(tx pgx.Tx) error {
-		var err error
-		stored, err = scanToken(tx.QueryRow(ctx, `update provider_tokens
-			set encrypted_refresh_token = $3, scopes = $4, expires_at = $5
-			where user_id = $1 and provider = $2 returning `+tokenColumns,
-			user, t.Provider, t.EncryptedRefreshToken, scopes, nullTime(t.ExpiresAt)))
-		if !errors.Is(err, pgx.ErrNoRows) {
+		relink := func() error {
+			var err error
+			stored, err = scanToken(tx.QueryRow(ctx, `update provider_tokens
+				set encrypted_refresh_token = $3, scopes = $4, expires_at = $5
+				where user_id = $1 and provider = $2 returning `+tokenColumns,
+				user, t.Provider, t.EncryptedRefreshToken, scopes, nullTime(t.ExpiresAt)))
 			return err
 		}
-		first = true
+		if err := relink(); !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
 		if err := lockEgress(ctx, tx); err != nil {
 			return err
 		}
+		// A concurrent first link of the same provider may have committed
+		// while this one waited for the lock: then this is a relink.
+		if err := relink(); !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		first = true
+		var err error
 		var number int64
 		if err := tx.QueryRow(ctx, "select number from users where id = $1", user).Scan(&number); err != nil {
 			return err // pgx.ErrNoRows: store.ErrNotFound

@@ -263,3 +263,43 @@ func testEgressConcurrentRotations(t *testing.T, s store.Store) {
 		}
 	}
 }
+
+// testEgressConcurrentLinks: the same provider linked twice at once is one
+// first link and one relink, on one port.
+func testEgressConcurrentLinks(t *testing.T, s store.Store) {
+	u := mustCreateUser(t, s)
+	r := store.PortRange{Base: 10001, Size: 1000}
+	const n = 4
+	var wg sync.WaitGroup
+	firsts := make(chan bool, n)
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			tok := &store.ProviderToken{Provider: "google", EncryptedRefreshToken: fmt.Sprintf("AgAg-%d", i)}
+			first, err := s.LinkProviderToken(ctx(), u.ID, tok, r)
+			if err != nil {
+				errs <- err
+				return
+			}
+			firsts <- first
+		})
+	}
+	wg.Wait()
+	close(errs)
+	close(firsts)
+	for err := range errs {
+		t.Errorf("concurrent LinkProviderToken: %v", err)
+	}
+	count := 0
+	for f := range firsts {
+		if f {
+			count++
+		}
+	}
+	if count != 1 {
+		t.Errorf("%d of %d concurrent links were first links; want exactly 1", count, n)
+	}
+	if p := portOf(t, s, u, "google"); p != r.Default(u.Number) {
+		t.Errorf("port %d; want the default %d", p, r.Default(u.Number))
+	}
+}

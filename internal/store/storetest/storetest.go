@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"EgressExhausted", testEgressExhausted},
 		{"EgressRecords", testEgressRecords},
 		{"EgressConcurrentRotations", testEgressConcurrentRotations},
+		{"EgressConcurrentLinks", testEgressConcurrentLinks},
 		{"Conversations", testConversations},
 		{"ConversationPages", testConversationPages},
 		{"MessagePages", testMessagePages},
