@@ -24,6 +24,10 @@ import (
 // provider CLI's credential file of a few KiB).
 const maxSealedToken = 32 << 10
 
+// rotateInterval is how often one provider of a user may rotate: each
+// rotation burns a port's address and costs a lookup through the gateway.
+const rotateInterval = time.Minute
+
 // ipLookupTimeout bounds the egress IP lookup a link or rotation makes.
 const ipLookupTimeout = 10 * time.Second
 
@@ -165,7 +169,19 @@ func (s *Server) rotateEgress(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	uid := session(r).UserID
-	old, t, err := s.store.RotateEgress(r.Context(), uid, provider, s.egress.Ports(), s.now())
+	now := s.now()
+	cur, err := s.store.ProviderToken(r.Context(), uid, provider)
+	if errors.Is(err, store.ErrNotFound) {
+		return errNotLinked
+	}
+	if err != nil {
+		return storeError(err)
+	}
+	if wait := cur.LastRotatedAt.Add(rotateInterval).Sub(now); !cur.LastRotatedAt.IsZero() && wait > 0 {
+		return &apiError{status: http.StatusTooManyRequests, code: "rate_limited",
+			message: "this provider's egress was rotated less than a minute ago; try again later", retryAfter: wait}
+	}
+	old, t, err := s.store.RotateEgress(r.Context(), uid, provider, s.egress.Ports(), now)
 	if errors.Is(err, store.ErrNotFound) {
 		return errNotLinked
 	}

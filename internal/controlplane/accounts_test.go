@@ -207,6 +207,11 @@ func TestAccountsAndEgress(t *testing.T) {
 		if s != 200 || num(out["new_port"]) != up.Base+3 || num(out["old_port"]) != up.Base || out["egress_ip"] != up.ExitIP(up.Base+3) {
 			t.Errorf("rotate u1/openai: %d %v; want %d → %d with IP %s", s, out, up.Base, up.Base+3, up.ExitIP(up.Base+3))
 		}
+		s, out, hdr := u1.c.call("POST", "/v1/accounts/openai/rotate-egress", nil)
+		record(s, out)
+		if s != 429 || errCode(out) != "rate_limited" || hdr.Get("Retry-After") == "" {
+			t.Errorf("rotate again at once: %d %v; want 429 rate_limited with Retry-After", s, out)
+		}
 		s, out, _ = u1.c.call("GET", "/v1/accounts", nil)
 		record(s, out)
 		ps, _ := out["providers"].([]any)
