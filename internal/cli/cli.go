@@ -27,6 +27,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"account", "register, log in, change password, delete an account", runAccount},
+		{"accounts", "list your linked provider accounts and their egress", runAccounts},
+		{"link", "link a provider by API key, revoke it, rotate its egress", runLink},
 		{"migrate", "bring the database schema to this build's version", runMigrate},
 		{"serve", "run the control plane (HTTP API and web app)", runServe},
 		{"version", "print the build's version", runVersion},

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"polydev/internal/controlplane"
+	"polydev/internal/egress"
 	"polydev/internal/store"
 	"polydev/internal/store/postgres"
 	"polydev/internal/store/sqlite"
@@ -46,6 +47,16 @@ come from the environment variable named in its help.`)
 	fs.DurationVar(&cfg.SessionTTL, "session-ttl", envDuration("POLYDEV_SESSION_TTL", 24*time.Hour), "session lifetime (env POLYDEV_SESSION_TTL)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
 	logJSON := fs.Bool("log-json", envBool("POLYDEV_LOG_JSON"), "log JSON lines instead of text (env POLYDEV_LOG_JSON)")
+	eg, err := egress.FromEnv(os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	fs.StringVar(&eg.ProxyHost, "egress-proxy", eg.ProxyHost, "upstream proxy host (no port) for per-user egress; empty: direct egress (env "+egress.EnvProxy+")")
+	fs.IntVar(&eg.BasePort, "egress-base-port", eg.BasePort, "user 1's egress port; user n's is base+n-1 (env "+egress.EnvBasePort+")")
+	fs.IntVar(&eg.Size, "egress-ports", eg.Size, "how many ports the egress range has (env "+egress.EnvPorts+")")
+	fs.StringVar(&eg.IPLookupURL, "egress-ip-url", eg.IPLookupURL, "URL fetched through a port to learn its exit IP, answering plain text or {\"ip\":…} (env "+egress.EnvIPURL+")")
+	egSecret := fs.String("egress-secret-file", os.Getenv(egress.EnvSecretFile), "file with the proxy's username=… and password=… lines (env "+egress.EnvSecretFile+
+		"; or set "+egress.EnvUsername+" and "+egress.EnvPassword+"; never a flag)")
 	var rt runtimeFlags
 	rt.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -67,11 +78,34 @@ come from the environment variable named in its help.`)
 		h = slog.NewJSONHandler(e.stderr, nil)
 	}
 	log := slog.New(h)
+	if *egSecret != "" {
+		if fi, err := os.Stat(*egSecret); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			log.Warn("egress secret file is readable by other users: chmod 600 it", "path", *egSecret)
+		}
+		if err := eg.LoadSecretFile(*egSecret); err != nil {
+			return err
+		}
+	}
+	proxy, err := egress.New(eg)
+	if err != nil {
+		return err
+	}
+	defer proxy.Close()
+	cfg.Egress = proxy
+	switch {
+	case proxy.Direct():
+		log.Info("egress: direct, no proxy configured; providers see this host's address", "egress", proxy)
+	case !proxy.CanLookupIP():
+		log.Warn("egress: through the upstream proxy, one port per user; no --egress-ip-url, so egress IPs stay unknown", "egress", proxy)
+	default:
+		log.Info("egress: through the upstream proxy, one port per user", "egress", proxy)
+	}
+
 	if rt.role == "runtime" {
 		if err := os.MkdirAll(*data, 0o700); err != nil {
 			return fmt.Errorf("data directory: %w", err)
 		}
-		return rt.serveRuntimeRole(ctx, log, cfg.Dev, *data)
+		return rt.serveRuntimeRole(ctx, log, cfg.Dev, *data, proxy)
 	}
 
 	st, err := openStore(ctx, log, *data, *dbURL, *migrateURL, *migrate || cfg.Dev)
@@ -87,7 +121,7 @@ come from the environment variable named in its help.`)
 	if err != nil {
 		return err
 	}
-	keys, runner, stopRuntime, err := rt.runtimeFor(ctx, log, cfg.Dev, *data)
+	keys, runner, stopRuntime, err := rt.runtimeFor(ctx, log, cfg.Dev, *data, proxy)
 	defer stopRuntime()
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"polydev/internal/egress"
 	"polydev/internal/provider"
 	"polydev/internal/provider/emulator"
 	"polydev/internal/provider/registry"
@@ -94,7 +95,7 @@ func parseProviderURLs(s string) (map[string]string, error) {
 
 // supervisor builds the runtime supervisor: its identity, its executor,
 // where providers live. cleanup stops what it started.
-func (f *runtimeFlags) supervisor(ctx context.Context, log *slog.Logger, dev bool, data string) (*runtime.Supervisor, func(), error) {
+func (f *runtimeFlags) supervisor(ctx context.Context, log *slog.Logger, dev bool, data string, proxy *egress.Proxy) (*runtime.Supervisor, func(), error) {
 	var cleanups []func()
 	cleanup := func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
@@ -128,9 +129,9 @@ func (f *runtimeFlags) supervisor(ctx context.Context, log *slog.Logger, dev boo
 	if err != nil {
 		return nil, cleanup, err
 	}
-	clientFor := func(int) *http.Client { return directClient }
-	log.Warn("egress: direct — provider calls leave from this host's own address, not through per-user proxy ports")
-	ex := runtime.NewInProcess(runtime.InProcess{NewProvider: registry.New, ClientFor: clientFor})
+	// Every provider call leaves through the user's own egress port (or
+	// directly, when no proxy is configured).
+	ex := runtime.NewInProcess(runtime.InProcess{NewProvider: registry.New, ClientFor: proxy.Client})
 	sup, err := runtime.NewSupervisor(runtime.Config{Identity: id, Executor: ex, Rotate: f.rotate, BaseURLs: urls,
 		Logger: log.With("component", "runtime")})
 	if err != nil {
@@ -143,16 +144,13 @@ func (f *runtimeFlags) supervisor(ctx context.Context, log *slog.Logger, dev boo
 	return sup, cleanup, nil
 }
 
-var directClient = &http.Client{Transport: &http.Transport{Proxy: nil, ForceAttemptHTTP2: true,
-	MaxIdleConnsPerHost: 32, IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second}}
-
 // serveRuntimeRole runs only the runtime: the supervisor behind its socket.
-func (f *runtimeFlags) serveRuntimeRole(ctx context.Context, log *slog.Logger, dev bool, data string) error {
+func (f *runtimeFlags) serveRuntimeRole(ctx context.Context, log *slog.Logger, dev bool, data string, proxy *egress.Proxy) error {
 	tok, err := readToken(f.tokenFile)
 	if err != nil {
 		return err
 	}
-	sup, cleanup, err := f.supervisor(ctx, log, dev, data)
+	sup, cleanup, err := f.supervisor(ctx, log, dev, data, proxy)
 	defer cleanup()
 	if err != nil {
 		return err
@@ -188,7 +186,7 @@ func (f *runtimeFlags) serveRuntimeRole(ctx context.Context, log *slog.Logger, d
 
 // runtimeFor returns what the control plane uses: the supervisor in this
 // process, or a client of the runtime role's socket.
-func (f *runtimeFlags) runtimeFor(ctx context.Context, log *slog.Logger, dev bool, data string) (runtime.Keys, runtime.Runner, func(), error) {
+func (f *runtimeFlags) runtimeFor(ctx context.Context, log *slog.Logger, dev bool, data string, proxy *egress.Proxy) (runtime.Keys, runtime.Runner, func(), error) {
 	if f.role == "control-plane" {
 		tok, err := readToken(f.tokenFile)
 		if err != nil {
@@ -198,7 +196,7 @@ func (f *runtimeFlags) runtimeFor(ctx context.Context, log *slog.Logger, dev boo
 		log.Info("runtime: remote", "socket", f.socket)
 		return c, c, func() {}, nil
 	}
-	sup, cleanup, err := f.supervisor(ctx, log, dev, data)
+	sup, cleanup, err := f.supervisor(ctx, log, dev, data, proxy)
 	if err != nil {
 		return nil, nil, cleanup, err
 	}
