@@ -78,16 +78,14 @@ func knownProvider(p string) bool {
 }
 
 func (s *Server) providerToken(ctx context.Context, user, provider string) (*store.ProviderToken, error) {
-	tokens, err := s.store.ProviderTokens(ctx, user)
+	t, err := s.store.ProviderToken(ctx, user, provider)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errorf(http.StatusConflict, "provider_not_linked", "link %s first (polydev link key --provider %s)", provider, provider)
+	}
 	if err != nil {
 		return nil, storeError(err)
 	}
-	for i := range tokens {
-		if tokens[i].Provider == provider {
-			return &tokens[i], nil
-		}
-	}
-	return nil, errorf(http.StatusConflict, "provider_not_linked", "link %s first (polydev link key --provider %s)", provider, provider)
+	return t, nil
 }
 
 // sealedToken returns the caller's own sealed credential for a provider;
@@ -340,6 +338,12 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	stored, err := s.storeResult(context.WithoutCancel(ctx), user, convID, req, start, result)
 	if err != nil {
 		s.log.Error("chat result not stored", "err", err)
+	}
+	if result.Error == nil || result.Error.Kind != "grant" {
+		// The credential went to the provider: record its use.
+		if terr := s.store.TouchProviderToken(context.WithoutCancel(ctx), user, conv.Provider, s.now()); terr != nil {
+			s.log.Warn("provider token use not recorded", "err", terr)
+		}
 	}
 	if !started {
 		if result.Error != nil && !stored {
