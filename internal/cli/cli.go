@@ -27,6 +27,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"account", "register, log in, change password, delete an account", runAccount},
+		{"emulator", "serve local, wire-faithful OpenAI, Anthropic and Gemini APIs for development and tests", runEmulator},
 		{"migrate", "bring the database schema to this build's version", runMigrate},
 		{"serve", "run the control plane (HTTP API and web app)", runServe},
 		{"version", "print the build's version", runVersion},
