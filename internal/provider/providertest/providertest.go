@@ -221,6 +221,7 @@ func (s suite) testText(t *testing.T) {
 		t.Errorf("usage = %+v; want %+v", last.Usage, wantUsage)
 	}
 
+	e.settled(t)
 	recs := e.em.Records()
 	if len(recs) != 1 {
 		t.Fatalf("emulator saw %d requests; want 1", len(recs))
@@ -268,6 +269,7 @@ func (s suite) testLengthAndParameters(t *testing.T) {
 	if last.Usage == nil || last.Usage.OutputTokens != 3 || last.Usage.InputTokens != 6 {
 		t.Errorf("usage = %+v; want 6 in, 3 out", last.Usage)
 	}
+	e.settled(t)
 	recs := e.em.Records()
 	if len(recs) != 1 {
 		t.Fatalf("emulator saw %d requests; want 1", len(recs))
@@ -280,6 +282,7 @@ func (s suite) testLengthAndParameters(t *testing.T) {
 	if _, _, err := collect(t.Context(), e.p, e.cred, e.request("defaults please", "")); !errors.Is(err, io.EOF) {
 		t.Fatalf("stream ended with %v; want io.EOF", err)
 	}
+	e.settled(t)
 	if r := e.em.Records()[1]; r.Temperature != nil {
 		t.Errorf("temperature on the wire = %v; want none", *r.Temperature)
 	}
@@ -365,7 +368,7 @@ func (s suite) testErrors(t *testing.T) {
 			t.Errorf("%s: the error carries no message", c.knobs)
 		}
 	}
-	if got, want := e.em.Stats().Errors, len(cases); got != want {
+	if got, want := e.settled(t).Errors, len(cases); got != want {
 		t.Errorf("emulator answered %d errors; want %d (an adapter retried on its own?)", got, want)
 	}
 }
@@ -519,6 +522,20 @@ func (s suite) testDeadlineBeforeFirstToken(t *testing.T) {
 	e.waitAborted(t)
 }
 
+// settled waits until the emulator has finished recording every request
+// it received (it counts a request when it arrives, before answering, but
+// records it after writing the last byte, so a client can be done first),
+// and returns the stats.
+func (e *env) settled(t *testing.T) emulator.Stats {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), promptly)
+	defer cancel()
+	if err := e.em.Wait(ctx, func(s emulator.Stats) bool { return s.InFlight == 0 }); err != nil {
+		t.Fatalf("the emulator did not finish its requests within %v (stats %+v): %v", promptly, e.em.Stats(), err)
+	}
+	return e.em.Stats()
+}
+
 // waitAborted waits until the emulator has seen its client leave.
 func (e *env) waitAborted(t *testing.T) {
 	t.Helper()
@@ -552,7 +569,7 @@ func (s suite) testRetryBeforeFirstChunk(t *testing.T) {
 	if want := emulator.ReplyText(prompt, -1); text != want {
 		t.Errorf("text = %q; want %q", text, want)
 	}
-	if st := e.em.Stats(); st.Requests != 2 || st.Errors != 1 || st.Complete != 1 {
+	if st := e.settled(t); st.Requests != 2 || st.Errors != 1 || st.Complete != 1 {
 		t.Errorf("emulator stats %+v; want 2 requests: one 429, one complete", st)
 	}
 }
@@ -567,7 +584,7 @@ func (s suite) testNoRetryAfterChunk(t *testing.T) {
 		t.Errorf("partial text = %q; want %q", text, want)
 	}
 	e.checkError(t, err, provider.KindUpstream)
-	if st := e.em.Stats(); st.Requests != 1 {
+	if st := e.settled(t); st.Requests != 1 {
 		t.Errorf("emulator saw %d requests; want 1 (no retry after a chunk)", st.Requests)
 	}
 }
@@ -591,7 +608,7 @@ func (s suite) testRetryRules(t *testing.T) {
 		p := provider.WithRetry(e.p, testPolicy)
 		_, _, err := collect(t.Context(), p, e.cred, e.request("retry rules", c.knobs))
 		pe := e.checkError(t, err, c.kind)
-		if got := e.em.Stats().Requests; got != c.requests {
+		if got := e.settled(t).Requests; got != c.requests {
 			t.Errorf("%s: emulator saw %d requests; want %d", c.knobs, got, c.requests)
 		}
 		if c.knobs == "fail=429;retry_after=1m" && pe.RetryAfter != time.Minute {
