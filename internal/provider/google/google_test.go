@@ -55,8 +55,8 @@ func raw(body string) http.HandlerFunc {
 }
 
 const (
-	hello = `{"candidates":[{"content":{"parts":[{"text":"hello"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":4,"totalTokenCount":4},"modelVersion":"gemini-x"}`
-	world = `{"candidates":[{"content":{"parts":[{"text":" world"}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":2,"thoughtsTokenCount":5,"totalTokenCount":11},"modelVersion":"gemini-x"}`
+	hello   = `{"candidates":[{"content":{"parts":[{"text":"hello"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":4,"totalTokenCount":4},"modelVersion":"gemini-x"}`
+	world   = `{"candidates":[{"content":{"parts":[{"text":" world"}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":4,"candidatesTokenCount":2,"thoughtsTokenCount":5,"totalTokenCount":11},"modelVersion":"gemini-x"}`
 	thought = `{"candidates":[{"content":{"parts":[{"text":"thinking...","thought":true}],"role":"model"},"index":0}]}`
 )
 
@@ -169,7 +169,7 @@ func TestRequestOnTheWire(t *testing.T) {
 		r0 = r
 		b, _ := io.ReadAll(r.Body)
 		body = string(b)
-		raw("data: " + world + "\r\n\r\n")(w, r)
+		raw("data: "+world+"\r\n\r\n")(w, r)
 	})
 	temp := 0.5
 	_, _, err := run(t, p, provider.Request{
