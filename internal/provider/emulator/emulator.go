@@ -97,12 +97,15 @@ const (
 
 // Record is what the emulator saw of one request and how it ended.
 type Record struct {
-	Provider    string
-	Path        string
-	Model       string // without the knob suffix
-	Stream      bool
-	Knobs       string // the header and model-suffix knobs of this request
-	System      string // system instructions, joined
+	Provider string
+	Path     string
+	Model    string // without the knob suffix
+	Stream   bool
+	Knobs    string // the header and model-suffix knobs of this request
+	System   string // system instructions, joined
+	// Messages are the turns as the request carried them: OpenAI system and
+	// developer messages stay in place (role "system"); Anthropic's system
+	// field and Gemini's systemInstruction appear only in System.
 	Messages    []provider.Message
 	MaxTokens   int
 	Temperature *float64
