@@ -268,7 +268,10 @@ type call struct {
 	ended bool
 	// injected is set when the fail knob chose this request to fail.
 	injected bool
-	stopFn   func() bool
+	// googleArray is set for Gemini's JSON-array stream form, whose error
+	// bodies are arrays.
+	googleArray bool
+	stopFn      func() bool
 }
 
 // begin opens a call: it counts the request and merges the knob layers that

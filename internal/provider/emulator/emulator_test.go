@@ -357,6 +357,24 @@ func jsonString(v any) string {
 	return string(b)
 }
 
+// TestGoogleArrayErrors checks that the JSON-array stream form wraps its
+// error body in an array, as Gemini does, and the SSE form does not.
+func TestGoogleArrayErrors(t *testing.T) {
+	t.Parallel()
+	_, root := serve(t, emulator.Options{})
+	hdr := map[string]string{"X-Goog-Api-Key": "k", "X-Polydev-Emulator": "fail=429"}
+	base := root + "/google/v1beta/models/g:streamGenerateContent"
+	body := `{"contents":[{"parts":[{"text":"hi"}]}]}`
+	var arr []struct{ Error struct{ Code int } }
+	if err := json.NewDecoder(post(t, base, body, hdr).Body).Decode(&arr); err != nil || len(arr) != 1 || arr[0].Error.Code != 429 {
+		t.Errorf("array form: %v %+v; want [{error: {code: 429}}]", err, arr)
+	}
+	var obj struct{ Error struct{ Code int } }
+	if err := json.NewDecoder(post(t, base+"?alt=sse", body, hdr).Body).Decode(&obj); err != nil || obj.Error.Code != 429 {
+		t.Errorf("sse form: %v %+v; want {error: {code: 429}}", err, obj)
+	}
+}
+
 // TestCutAndAbort checks that cut_after drops the connection without a
 // terminator and that a client going away is noticed.
 func TestCutAndAbort(t *testing.T) {
