@@ -306,7 +306,7 @@ func (c *call) knobs(modelSuffix string) error {
 	if err := c.k.apply(runtime); err != nil {
 		return fmt.Errorf("emulator runtime knobs: %w", err)
 	}
-	h := c.r.Header.Get("X-Polydev-Emulator")
+	h := strings.Join(c.r.Header.Values("X-Polydev-Emulator"), ";")
 	if err := c.k.apply(h); err != nil {
 		return fmt.Errorf("X-Polydev-Emulator header: %w", err)
 	}

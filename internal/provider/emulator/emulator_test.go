@@ -516,3 +516,35 @@ func TestCloseEndsStalls(t *testing.T) {
 	}
 	<-done
 }
+
+// TestPacing checks that ttft, tps and stall hold tokens back at least as
+// long as asked (lower bounds only: a slow machine may take longer).
+func TestPacing(t *testing.T) {
+	t.Parallel()
+	_, root := serve(t, emulator.Options{})
+	start := time.Now()
+	resp := post(t, root+"/anthropic/v1/messages", `{"model":"c","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		map[string]string{"X-Api-Key": "k", "Anthropic-Version": "2023-06-01", "X-Polydev-Emulator": "ttft=100ms;tps=50;tokens=5;stall=150ms;stall_after=3"})
+	sc := bufio.NewScanner(resp.Body)
+	var at []time.Duration // when each delta arrived
+	for sc.Scan() {
+		if sc.Text() == "event: content_block_delta" {
+			at = append(at, time.Since(start))
+		}
+	}
+	if len(at) != 5 {
+		t.Fatalf("%d deltas; want 5", len(at))
+	}
+	// Cumulative bounds from the request's start: the emulator cannot send
+	// token i before ttft + i/tps (+ the stall once 3 tokens are out), however
+	// late the client reads.
+	for i, got := range at {
+		min := 100*time.Millisecond + time.Duration(i)*20*time.Millisecond
+		if i >= 3 {
+			min += 150 * time.Millisecond
+		}
+		if got < min {
+			t.Errorf("token %d arrived after %v; want ≥ %v", i, got, min)
+		}
+	}
+}

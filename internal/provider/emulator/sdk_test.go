@@ -401,7 +401,7 @@ func TestGenaiSDK(t *testing.T) {
 	t.Run("stream cut", func(t *testing.T) {
 		var err error
 		var n int
-		for _, e := range client.Models.GenerateContentStream(ctxT(t), "gemini-2.5-flash+cut_after=2", genai.Text(prompt), cfg) {
+		for _, e := range client.Models.GenerateContentStream(ctxT(t), "gemini-2.5-flash+cut_after=2;tps=1000", genai.Text(prompt), cfg) {
 			if e != nil {
 				err = e
 				break
