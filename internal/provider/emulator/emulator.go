@@ -272,6 +272,7 @@ type call struct {
 	// bodies are arrays.
 	googleArray bool
 	stopFn      func() bool
+	cancel      context.CancelFunc
 }
 
 // begin opens a call: it counts the request and merges the knob layers that
@@ -279,7 +280,7 @@ type call struct {
 func (e *Emulator) begin(w http.ResponseWriter, r *http.Request, prov string) *call {
 	ctx, cancel := context.WithCancel(r.Context())
 	stop := context.AfterFunc(e.ctx, cancel)
-	c := &call{e: e, w: w, r: r, ctx: ctx, k: defaultKnobs(), start: time.Now(), stopFn: stop}
+	c := &call{e: e, w: w, r: r, ctx: ctx, cancel: cancel, k: defaultKnobs(), start: time.Now(), stopFn: stop}
 	c.rec = Record{Provider: prov, Path: r.URL.Path}
 	e.mu.Lock()
 	e.stats.Requests++
@@ -622,10 +623,11 @@ func (e *Emulator) keyOK(key string) bool {
 	return !strings.HasPrefix(key, "invalid")
 }
 
-// finally records a call that ended without saying how (a bug, or a panic
-// other than a cut).
+// finally, deferred by every handler, records a call that ended without
+// saying how (a bug, or a panic other than a cut) and releases its context.
 func (c *call) finally() {
 	if !c.ended {
 		c.end(http.StatusInternalServerError, OutcomeError)
 	}
+	c.cancel()
 }
