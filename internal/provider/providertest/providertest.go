@@ -67,6 +67,7 @@ func Run(t *testing.T, name string, newProvider func(cfg provider.Config) provid
 		{"MidStreamError", s.testMidStreamError},
 		{"CancelMidStream", s.testCancelMidStream},
 		{"CloseMidStream", s.testCloseMidStream},
+		{"CloseFromAnotherGoroutine", s.testCloseFromAnotherGoroutine},
 		{"StallDeadline", s.testStallDeadline},
 		{"DeadlineBeforeFirstToken", s.testDeadlineBeforeFirstToken},
 		{"RetryBeforeFirstChunk", s.testRetryBeforeFirstChunk},
@@ -481,6 +482,32 @@ func (s suite) testCloseMidStream(t *testing.T) {
 	}
 	if _, err := st.Next(); !errors.Is(err, provider.ErrStreamClosed) {
 		t.Errorf("Next after Close = %v; want provider.ErrStreamClosed", err)
+	}
+	e.waitAborted(t)
+}
+
+// testCloseFromAnotherGoroutine: Close unblocks a Next that waits on a
+// stalled provider — the way a server ends a stream whose client left.
+func (s suite) testCloseFromAnotherGoroutine(t *testing.T) {
+	e := s.env(t)
+	st, err := e.p.Stream(t.Context(), e.cred, e.request("stall after this", "stall=10m;stall_after=1"))
+	if err != nil {
+		t.Fatalf("Stream: %v", err)
+	}
+	if _, err := st.Next(); err != nil {
+		t.Fatalf("first Next: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Wait until the stream's reader is blocked in the stall, then close.
+		time.Sleep(50 * time.Millisecond)
+		st.Close()
+	}()
+	_, _, err = drain(st)
+	<-done
+	if !errors.Is(err, provider.ErrStreamClosed) {
+		t.Errorf("Next blocked in a stall, then closed = %v; want provider.ErrStreamClosed", err)
 	}
 	e.waitAborted(t)
 }
