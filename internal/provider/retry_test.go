@@ -183,4 +183,11 @@ func TestRetryWait(t *testing.T) {
 	if _, ok := p.wait(1, pe(KindRateLimited, 2*time.Second)); ok {
 		t.Errorf("a RetryAfter above MaxWait was accepted")
 	}
+	uncapped := RetryPolicy{MaxAttempts: 5, BaseDelay: 100 * time.Millisecond}
+	if d, ok := uncapped.wait(3, pe(KindUpstream, 0)); !ok || d < 200*time.Millisecond || d > 400*time.Millisecond {
+		t.Errorf("uncapped wait after attempt 3 = %v, %v; want between 200ms and 400ms", d, ok)
+	}
+	if d, ok := uncapped.wait(1, pe(KindRateLimited, time.Hour)); !ok || d != time.Hour {
+		t.Errorf("uncapped wait with RetryAfter 1h = %v, %v; want 1h", d, ok)
+	}
 }
