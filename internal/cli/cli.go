@@ -29,6 +29,7 @@ func commands() []command {
 		{"account", "register, log in, change password, delete an account", runAccount},
 		{"accounts", "list your linked provider accounts and their egress", runAccounts},
 		{"link", "link a provider by API key, revoke it, rotate its egress", runLink},
+		{"emulator", "serve local, wire-faithful OpenAI, Anthropic and Gemini APIs for development and tests", runEmulator},
 		{"migrate", "bring the database schema to this build's version", runMigrate},
 		{"serve", "run the control plane (HTTP API and web app)", runServe},
 		{"version", "print the build's version", runVersion},
