@@ -391,14 +391,23 @@ func TestChatFailuresAreNeverLost(t *testing.T) {
 			t.Fatalf("slow start: done %+v, %d keep-alives; want some", r.done, r.comments)
 		}
 
-		// A 429 before the first byte: a plain error answer, nothing stored.
+		// A 429 that does not clear: retried while the stream is already
+		// open (keep-alives), then an error event; nothing stored, so the
+		// client can send the prompt again.
 		before := len(e.messages(c))
-		r = e.send(c, e.request(c, "openai", "limited", sendOpts{model: "m+fail=429;retry_after=2s"}), 0)
-		if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" || errCode(r.errBody) != "rate_limited" {
-			t.Fatalf("429: status %d, retry-after %q, body %v", r.status, r.header.Get("Retry-After"), r.errBody)
+		r = e.send(c, e.request(c, "openai", "limited", sendOpts{model: "m+fail=429;retry_after=300ms"}), 0)
+		if r.streamErr == nil || r.streamErr.Error.Code != "rate_limited" || r.streamErr.Stored || r.streamErr.RetryAfterMS != 300 {
+			t.Fatalf("429 after the stream opened: status %d, error %+v, body %v", r.status, r.streamErr, r.errBody)
 		}
 		if n := len(e.messages(c)); n != before {
 			t.Fatalf("a failure before any text stored %d messages", n-before)
+		}
+
+		// A 429 that clears is retried before the first byte: the user sees
+		// only the answer.
+		r = e.send(c, e.request(c, "openai", "retried", sendOpts{model: "m+fail=429;fail_first=1;retry_after=100ms;id=once"}), 0)
+		if r.done == nil || r.text != emulator.ReplyText("retried", -1) {
+			t.Fatalf("retried 429: done %+v, error %+v, text %q", r.done, r.streamErr, r.text)
 		}
 
 		// The client goes away mid-answer: the provider call is cancelled
@@ -467,6 +476,15 @@ func TestChatRefusals(t *testing.T) {
 		if r.status != tc.status || errCode(r.errBody) != tc.code {
 			t.Errorf("%s: %d %v; want %d %s", tc.name, r.status, r.errBody, tc.status, tc.code)
 		}
+	}
+	// A 429 whose Retry-After is beyond the retry cap comes back at once
+	// as a plain error with Retry-After, and nothing is stored.
+	r := e.send(c, e.request(c, "openai", "limited", sendOpts{model: "m+fail=429;retry_after=30s"}), 0)
+	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") != "30" || errCode(r.errBody) != "rate_limited" {
+		t.Fatalf("429: status %d, retry-after %q, body %v", r.status, r.header.Get("Retry-After"), r.errBody)
+	}
+	if ms := e.messages(c); len(ms) != 0 {
+		t.Fatalf("a refused prompt was stored: %+v", ms)
 	}
 	// A replayed request id is refused.
 	req := e.request(c, "openai", "once", sendOpts{model: "m"})
