@@ -18,6 +18,8 @@ import (
 	"polydev/internal/api"
 	"polydev/internal/controlplane"
 	"polydev/internal/crypto"
+	"polydev/internal/egress"
+	"polydev/internal/egress/egresstest"
 	"polydev/internal/provider/emulator"
 	"polydev/internal/provider/registry"
 	"polydev/internal/runtime"
@@ -55,6 +57,17 @@ func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlo
 
 func newChatEnv(t *testing.T, st store.Store, tweak func(*controlplane.Config)) *chatEnv {
 	t.Helper()
+	return newChatEnvVia(t, st, nil, tweak)
+}
+
+// newChatEnvVia is newChatEnv with provider calls leaving through proxy
+// (nil: directly).
+func newChatEnvVia(t *testing.T, st store.Store, proxy *egress.Proxy, tweak func(*controlplane.Config)) *chatEnv {
+	t.Helper()
+	clientFor := func(int) *http.Client { return &http.Client{} }
+	if proxy != nil {
+		clientFor = proxy.Client
+	}
 	emu := emulator.New(emulator.Options{})
 	t.Cleanup(func() { emu.Close() })
 	eln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -70,8 +83,7 @@ func newChatEnv(t *testing.T, st store.Store, tweak func(*controlplane.Config)) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex := runtime.NewInProcess(runtime.InProcess{NewProvider: registry.New,
-		ClientFor: func(int) *http.Client { return &http.Client{} }})
+	ex := runtime.NewInProcess(runtime.InProcess{NewProvider: registry.New, ClientFor: clientFor})
 	sup, err := runtime.NewSupervisor(runtime.Config{Identity: id, Executor: ex, BaseURLs: map[string]string{
 		"openai": emulator.BaseURL(root, "openai"), "anthropic": emulator.BaseURL(root, "anthropic"), "google": emulator.BaseURL(root, "google")}})
 	if err != nil {
@@ -79,7 +91,7 @@ func newChatEnv(t *testing.T, st store.Store, tweak func(*controlplane.Config)) 
 	}
 	logbuf := &syncBuffer{}
 	cfg := controlplane.Config{Addr: "127.0.0.1:0", Dev: true, ShutdownTimeout: 5 * time.Second, Store: st,
-		SessionTTL: time.Hour, PreloginSecret: bytes.Repeat([]byte{0x5a}, 32), RuntimeKeys: sup, Runtime: sup}
+		SessionTTL: time.Hour, PreloginSecret: bytes.Repeat([]byte{0x5a}, 32), RuntimeKeys: sup, Runtime: sup, Egress: proxy}
 	if tweak != nil {
 		tweak(&cfg)
 	}
@@ -525,5 +537,43 @@ func TestChatRefusals(t *testing.T) {
 	}
 	if st, _, _ := e.c.call("GET", "/v1/chat/"+c.id, nil); st != http.StatusNotFound {
 		t.Fatalf("deleted conversation: %d", st)
+	}
+}
+
+// TestChatThroughEgress: linking gives the user an egress port and looks up
+// its exit IP through the upstream proxy; every provider call of the chat
+// then leaves through that port, and the stored answer records port and IP.
+func TestChatThroughEgress(t *testing.T) {
+	up := egresstest.Start(t, 4)
+	proxy, err := egress.New(up.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	st := sqliteStore(t)
+	for i := range 2 { // two users: two ports
+		e := newChatEnvVia(t, st, proxy, nil)
+		sealed, _ := crypto.SealTo(e.acct.priv.Public(), crypto.ProviderTokenContext(e.acct.userID, "anthropic"), []byte(testAPIKey))
+		code, out, _ := e.c.call("POST", "/v1/accounts/tokens", map[string]string{"provider": "anthropic", "encrypted_token": sealed})
+		if code != 201 {
+			t.Fatalf("link: %d %v", code, out)
+		}
+		port := int(out["egress_port"].(float64))
+		if want := up.Base + i; port != want || out["egress_ip"] != up.ExitIP(port) {
+			t.Fatalf("user %d linked on port %d, IP %v; want port %d, IP %s", i+1, port, out["egress_ip"], want, up.ExitIP(want))
+		}
+		hits := up.Hits(port)
+		c := e.newConversation("anthropic")
+		r := e.send(c, e.request(c, "anthropic", "via my own port", sendOpts{model: "claude-x"}), 0)
+		if r.done == nil || r.text != emulator.ReplyText("via my own port", -1) || r.done.EgressPort != port {
+			t.Fatalf("send: done %+v, error %+v, text %q", r.done, r.streamErr, r.text)
+		}
+		if got := up.Hits(port); got <= hits {
+			t.Fatalf("the provider call did not go through port %d (hits %d → %d)", port, hits, got)
+		}
+		ms := e.messages(c)
+		if len(ms) != 2 || ms[1].EgressPort != port || ms[1].EgressIP != up.ExitIP(port) {
+			t.Fatalf("stored answer %+v; want port %d and IP %s", ms[len(ms)-1], port, up.ExitIP(port))
+		}
 	}
 }
