@@ -422,6 +422,23 @@ func TestChatFailuresAreNeverLost(t *testing.T) {
 			t.Fatalf("retried 429: done %+v, error %+v, text %q", r.done, r.streamErr, r.text)
 		}
 
+		// Two sends to one conversation at once would interleave their
+		// turns: the second is refused while the first answers.
+		slow := e.request(c, "openai", "first", sendOpts{model: "m+ttft=400ms"})
+		firstDone := make(chan streamResult)
+		go func() { firstDone <- e.send(c, slow, 0) }()
+		wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer wcancel()
+		if err := e.emu.Wait(wctx, func(s emulator.Stats) bool { return s.InFlight > 0 }); err != nil {
+			t.Fatal(err)
+		}
+		if r := e.send(c, e.request(c, "openai", "second", sendOpts{model: "m"}), 0); r.status != http.StatusConflict || errCode(r.errBody) != "conversation_busy" {
+			t.Fatalf("overlapping send: %d %v; want 409 conversation_busy", r.status, r.errBody)
+		}
+		if r := <-firstDone; r.done == nil {
+			t.Fatalf("first send: %+v", r)
+		}
+
 		// The client goes away mid-answer: the provider call is cancelled
 		// and what arrived is stored, marked incomplete.
 		aborted := e.emu.Stats().Aborted
@@ -435,7 +452,7 @@ func TestChatFailuresAreNeverLost(t *testing.T) {
 		var found bool
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !found; time.Sleep(20 * time.Millisecond) {
 			for _, m := range e.messages(c) {
-				if m.ID == req.AssistantMessageID {
+				if m.ID == req.AssistantMessageID && m.EncryptedContent != "" { // the placeholder is filled in when the job ends
 					found = true
 					if m.Status != "incomplete" || !strings.HasPrefix(e.openMessage(c, m), "a b") {
 						t.Fatalf("abandoned answer stored as %+v", m)
