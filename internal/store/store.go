@@ -223,6 +223,7 @@ type Store interface {
 	Audit
 	ProviderTokens
 	Conversations
+	LoginVMStore
 	// Ping checks the database is reachable and migrated (for /readyz).
 	Ping(ctx context.Context) error
 	// Close releases the connections. Safe twice.
