@@ -7,7 +7,7 @@
 // Every table in the public schema has row-level security enabled and
 // forced: a query only ever sees, changes or deletes the rows that a policy
 // lets through, and a role without a policy on a table sees none of its
-// rows. The policies are written against two database roles, neither of
+// rows. The policies are written against three database roles, neither of
 // which owns a table, is a superuser or may bypass row-level security:
 //
 //   - polydev_app does all the work done on a user's behalf. Its policies
@@ -19,7 +19,6 @@
 //     authenticated: a user by email, a session by its token hash (and
 //     recording its last use), and appending audit events that belong to no
 //     account. It can do nothing else.
-//
 //   - polydev_vmm is the login-VM manager's reconcile, which runs without
 //     a signed-in user: it may read the metadata columns (no WebRTC data)
 //     of the live vm_sessions rows of the host named by the transaction's

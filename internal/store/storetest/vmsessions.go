@@ -189,4 +189,3 @@ func vmIDs(ss []store.VMSession) []string {
 	}
 	return out
 }
-
