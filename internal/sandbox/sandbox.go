@@ -88,6 +88,10 @@ type Machine struct {
 
 	// PID is set by the driver's Start once the VMM process exists.
 	PID int
+	// Done is set by the driver's Start: it is closed once the VMM process
+	// has exited and been reaped. Nil for a machine this process did not
+	// start (Stop then polls the pid).
+	Done <-chan struct{}
 	// Place moves a process into the VM's cgroup. Drivers call it with the
 	// VMM's pid right after the process exists and before the guest runs
 	// (QEMU starts paused with -S; Firecracker before InstanceStart).
