@@ -34,6 +34,21 @@ type Config struct {
 	PreloginSecret []byte
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// LoginVMs allocates login VMs on this host; nil disables the login
+	// VM API (503). See loginvm.go.
+	LoginVMs LoginVMManager
+	// LoginVMHost is the host id LoginVMs records (sandbox.Config.HostID).
+	LoginVMHost string
+	// LoginVMLifetime is LoginVMs' maximum lifetime (default 10m), for the
+	// expiry recorded before a VM is allocated.
+	LoginVMLifetime time.Duration
+	// LoginVMWait bounds how long link/start waits for a free VM (default
+	// 60s); then it answers 503 with Retry-After.
+	LoginVMWait time.Duration
+	// LoginVMReconcileEvery is how often sessions whose VM is gone are
+	// closed (default 1m; negative: only at start).
+	LoginVMReconcileEvery time.Duration
 }
 
 // Validate checks the configuration once, with clear errors.
@@ -53,6 +68,9 @@ func (c Config) Validate() error {
 	if len(c.PreloginSecret) < 32 {
 		return errors.New("the prelogin secret must be at least 32 bytes")
 	}
+	if c.LoginVMs != nil && c.LoginVMHost == "" {
+		return errors.New("login VMs need the host id their manager records")
+	}
 	return nil
 }
 
@@ -68,6 +86,8 @@ type Server struct {
 	accountLimit, ipLimit *failureLimiter
 	dummyHash, dummySalt  []byte
 	dummyAlgo             string
+
+	lv loginVMs
 }
 
 // New returns a Server serving the API and the web app from assets.
@@ -100,10 +120,15 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /v1/auth/me", s.handle(s.authenticated(s.deleteAccount)))
 	mux.Handle("POST /v1/auth/logout", s.handle(s.authenticated(s.logout)))
 	mux.Handle("POST /v1/auth/password", s.handle(s.authenticated(s.changePassword)))
+	mux.Handle("POST /v1/accounts/{provider}/link/start", s.handle(s.authenticated(s.linkStart)))
+	mux.Handle("GET /v1/accounts/link", s.handle(s.authenticated(s.linkList)))
+	mux.Handle("GET /v1/accounts/link/{session_id}", s.handle(s.authenticated(s.linkGet)))
+	mux.Handle("DELETE /v1/accounts/link/{session_id}", s.handle(s.authenticated(s.linkDelete)))
 	notAllowed := s.handle(func(http.ResponseWriter, *http.Request) error {
 		return errorf(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
 	})
-	for _, p := range []string{"/v1/auth/register", "/v1/auth/prelogin", "/v1/auth/login", "/v1/auth/me", "/v1/auth/logout", "/v1/auth/password"} {
+	for _, p := range []string{"/v1/auth/register", "/v1/auth/prelogin", "/v1/auth/login", "/v1/auth/me", "/v1/auth/logout", "/v1/auth/password",
+		"/v1/accounts/{provider}/link/start", "/v1/accounts/link", "/v1/accounts/link/{session_id}"} {
 		mux.Handle(p, notAllowed)
 	}
 	mux.Handle("/v1/", s.handle(func(http.ResponseWriter, *http.Request) error {
@@ -167,6 +192,9 @@ func (s *Server) Run(ctx context.Context, ready func(addr net.Addr)) error {
 	if ready != nil {
 		ready(ln.Addr())
 	}
+	rctx, stopReconcile := context.WithCancel(ctx)
+	waitReconcile := s.startLoginVMReconcile(rctx)
+	defer func() { stopReconcile(); waitReconcile() }()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

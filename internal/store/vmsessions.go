@@ -11,8 +11,9 @@ import (
 //
 //	booting → ready → authenticating → completed | failed → destroyed
 //
-// failed can be reached from booting, ready and authenticating; destroyed
-// from every status. Each status has its own timestamp, set once, the
+// completed can also follow ready directly (a CLI that needed no browser
+// step), as the login-VM manager allows; failed can be reached from
+// booting, ready and authenticating; destroyed from every status. Each status has its own timestamp, set once, the
 // first time the session reaches it.
 
 // The statuses of a login VM session (vm_sessions.status).
@@ -32,7 +33,7 @@ var VMStatusFrom = map[string][]string{
 	VMBooting:        {VMBooting},
 	VMReady:          {VMBooting, VMReady},
 	VMAuthenticating: {VMReady, VMAuthenticating},
-	VMCompleted:      {VMAuthenticating, VMCompleted},
+	VMCompleted:      {VMReady, VMAuthenticating, VMCompleted},
 	VMFailed:         {VMBooting, VMReady, VMAuthenticating, VMFailed},
 	VMDestroyed:      {VMBooting, VMReady, VMAuthenticating, VMCompleted, VMFailed, VMDestroyed},
 }
