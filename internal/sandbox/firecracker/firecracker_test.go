@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"polydev/internal/sandbox"
+	"polydev/internal/sandbox/sandboxtest"
 )
 
 // machine returns a Machine laid out the way the Manager lays one out,
@@ -452,12 +453,13 @@ func TestWaitReadyRejectsWrongAnswer(t *testing.T) {
 	}
 }
 
-// TestConformance boots real Firecracker microVMs. It needs a firecracker
-// binary and a usable KVM, and an uncompressed kernel (vmlinux) and
-// initramfs with the agent in POLYDEV_FC_KERNEL and POLYDEV_FC_INITRD.
-// Elsewhere it is skipped, under CI too: this is the one skip allowed in
-// CI, because CI machines run guests only under software emulation, which
-// Firecracker does not offer.
+// TestConformance runs the drivers' conformance suite (sandboxtest) with
+// real Firecracker microVMs. It needs a firecracker binary and a usable
+// KVM, and a Firecracker-bootable image: an uncompressed kernel (vmlinux)
+// in POLYDEV_FC_KERNEL and an initramfs whose agent listens on vsock in
+// POLYDEV_FC_INITRD (docs/sandbox.md). Elsewhere it is skipped, under CI
+// too: this is the one skip allowed in CI, because CI machines run guests
+// only under software emulation, which Firecracker does not offer.
 func TestConformance(t *testing.T) {
 	if err := Available(Config{}); err != nil {
 		t.Skipf("FIRECRACKER CONFORMANCE SKIPPED (the one skip allowed under CI): this host cannot run Firecracker: %v. "+
@@ -466,34 +468,10 @@ func TestConformance(t *testing.T) {
 	kernel, initrd := os.Getenv("POLYDEV_FC_KERNEL"), os.Getenv("POLYDEV_FC_INITRD")
 	if kernel == "" || initrd == "" {
 		t.Skip("FIRECRACKER CONFORMANCE SKIPPED (the one skip allowed under CI): set POLYDEV_FC_KERNEL (vmlinux) and " +
-			"POLYDEV_FC_INITRD (initramfs with the agent); see docs/sandbox.md")
+			"POLYDEV_FC_INITRD (initramfs with the agent on vsock); see docs/sandbox.md")
 	}
-	dir := t.TempDir()
-	m := machine(dir, false)
-	m.Image = sandbox.Image{Kernel: kernel, Initrd: initrd, Cmdline: "console=ttyS0 reboot=k panic=-1 pci=off"}
-	m.Tap = "" // no network for the lifecycle itself
-	if err := os.MkdirAll(m.Dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	d := newDriver(t, Config{})
-	cl := &sandbox.Cleanup{}
-	t.Cleanup(func() { cl.Run(context.Background(), 10*time.Second) })
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := d.Start(ctx, m, cl); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	if err := d.WaitReady(ctx, m); err != nil {
-		t.Fatalf("WaitReady: %v", err)
-	}
-	if st, err := d.Inspect(ctx, m); err != nil || !st.Running || st.PID != m.PID {
-		t.Errorf("Inspect = %+v, %v; want running", st, err)
-	}
-	removed, errs := cl.Run(ctx, 10*time.Second)
-	if len(errs) != 0 || !slices.Contains(removed, sandbox.ResourceProcess) {
-		t.Errorf("destroy removed %v, errors %v", removed, errs)
-	}
-	if processAlive(m.PID, m.Marker) {
-		t.Error("vmm alive after destroy")
-	}
+	sandboxtest.Run(t, sandboxtest.Env{
+		Driver: newDriver(t, Config{}),
+		Image:  sandbox.Image{Kernel: kernel, Initrd: initrd, Cmdline: "console=ttyS0 reboot=k panic=-1 pci=off"},
+	})
 }
