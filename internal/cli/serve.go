@@ -40,6 +40,7 @@ environment variable named in its help.`)
 	fs.DurationVar(&cfg.SessionTTL, "session-ttl", envDuration("POLYDEV_SESSION_TTL", 24*time.Hour), "session lifetime (env POLYDEV_SESSION_TTL)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
 	logJSON := fs.Bool("log-json", envBool("POLYDEV_LOG_JSON"), "log JSON lines instead of text (env POLYDEV_LOG_JSON)")
+	vms := addVMFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -70,6 +71,11 @@ environment variable named in its help.`)
 	if err != nil {
 		return err
 	}
+	closeVMs, err := vms.startLoginVMs(ctx, log, st, *data, &cfg)
+	if err != nil {
+		return err
+	}
+	defer closeVMs()
 	srv, err := controlplane.New(cfg, log, web.Assets)
 	if err != nil {
 		return err
