@@ -65,14 +65,27 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("agent: open %s: %w", dev, err)
-	}
-	defer f.Close()
 	disk := checkDisk(cfg.Disk)
-	log.Info("agent channel open", "device", dev, "disk", disk)
-	return serve(ctx, f, disk, cfg.PowerOff)
+	log.Info("agent channel found", "device", dev, "disk", disk)
+	// The manager connects and disconnects as it pleases; a disconnect
+	// reads as end of file, after which the port is served again. The
+	// agent runs as PID 1: returning would panic the guest.
+	for {
+		f, err := os.OpenFile(dev, os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("agent: open %s: %w", dev, err)
+		}
+		err = serve(ctx, f, disk, cfg.PowerOff)
+		f.Close()
+		if !errors.Is(err, io.EOF) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // serve answers the manager's lines on rw.

@@ -50,6 +50,10 @@ type vm struct {
 	expiresAt time.Time
 	lifetime  *time.Timer
 
+	bootCancel context.CancelFunc // set while boot runs
+	bootDone   chan struct{}      // closed when boot returned
+	destroying bool
+
 	destroyOnce sync.Once
 	destroyed   chan struct{}
 	report      Report
@@ -98,6 +102,13 @@ func NewManager(ctx context.Context, cfg Config, d Driver, rec Recorder, log *sl
 	m.kickPool()
 	return m, nil
 }
+
+// PoolReady is the number of ready VMs waiting in the warm pool.
+func (m *Manager) PoolReady() int { return len(m.pool) }
+
+// Live is the number of VMs holding a slot (booting, pooled, bound or
+// being destroyed); at most Config.MaxVMs.
+func (m *Manager) Live() int { return len(m.slots) }
 
 // Config returns the effective configuration (defaults applied).
 func (m *Manager) Config() Config { return m.cfg }
@@ -193,13 +204,15 @@ func (m *Manager) bootFor(ctx context.Context, o Owner) (Info, error) {
 	m.vms[v.mach.ID] = v
 	m.sessions[o.SessionID] = v
 	m.mu.Unlock()
+	if err := m.runBoot(ctx, v); err != nil {
+		return Info{}, fmt.Errorf("sandbox allocate: %w", err)
+	}
+	// The lifetime counts from ready, as for a pool VM from allocation:
+	// the user gets the whole of it.
 	v.mu.Lock()
 	v.expiresAt = time.Now().Add(m.cfg.MaxLifetime)
 	v.mu.Unlock()
 	m.armLifetime(v)
-	if err := m.boot(ctx, v); err != nil {
-		return Info{}, fmt.Errorf("sandbox allocate: %w", err)
-	}
 	return v.info(m.cfg.HostID), nil
 }
 
@@ -209,6 +222,7 @@ func (m *Manager) newVM() *vm {
 	return &vm{
 		status:    StatusBooting,
 		destroyed: make(chan struct{}),
+		bootDone:  make(chan struct{}),
 		mach: Machine{
 			ID:           id,
 			Marker:       MarkerPrefix + id,
@@ -232,18 +246,33 @@ func (m *Manager) newVM() *vm {
 // itself; the guest gets the rest.
 const vmmOverheadMiB = 64
 
-// boot acquires the VM's resources, starts it and waits for ready. v is
-// registered in m.vms and holds a slot. On failure v is destroyed.
-func (m *Manager) boot(ctx context.Context, v *vm) (err error) {
-	mc := &v.mach
-	defer func() {
-		if err != nil {
-			m.setStatus(ctx, v, StatusFailed)
-			m.destroy(v, "boot_failed")
-		}
-	}()
+// runBoot boots v, which is registered in m.vms and holds a slot; on
+// failure it destroys v. A destroy racing the boot cancels it and waits
+// for it to return before running the cleanup stack.
+func (m *Manager) runBoot(ctx context.Context, v *vm) error {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.BootTimeout)
 	defer cancel()
+	v.mu.Lock()
+	v.bootCancel = cancel
+	v.mu.Unlock()
+	err := m.boot(ctx, v)
+	v.mu.Lock()
+	v.bootCancel = nil
+	destroying := v.destroying
+	v.mu.Unlock()
+	close(v.bootDone)
+	if err != nil {
+		if !destroying {
+			m.setStatus(ctx, v, StatusFailed)
+		}
+		m.destroy(v, "boot_failed")
+	}
+	return err
+}
+
+// boot acquires the VM's resources, starts it and waits for ready.
+func (m *Manager) boot(ctx context.Context, v *vm) (err error) {
+	mc := &v.mach
 	v.mu.Lock()
 	v.bootedAt = time.Now()
 	v.mu.Unlock()
@@ -301,9 +330,15 @@ func (m *Manager) boot(ctx context.Context, v *vm) (err error) {
 func (m *Manager) watchExit(v *vm) {
 	select {
 	case <-v.mach.Done:
-		select {
-		case <-v.destroyed:
-		default:
+		v.mu.Lock()
+		destroying := v.destroying
+		v.mu.Unlock()
+		if !destroying {
+			tail, _ := os.ReadFile(v.mach.LogFile)
+			if len(tail) > 2000 {
+				tail = tail[len(tail)-2000:]
+			}
+			m.log.Warn("vmm exited on its own", "vm_id", v.mach.ID, "log_tail", string(tail))
 			m.setStatus(context.Background(), v, StatusFailed)
 			m.destroy(v, "vmm_exited")
 		}
@@ -314,6 +349,9 @@ func (m *Manager) watchExit(v *vm) {
 func (m *Manager) armLifetime(v *vm) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.status == StatusDestroyed {
+		return
+	}
 	v.lifetime = time.AfterFunc(time.Until(v.expiresAt), func() {
 		m.setStatus(context.Background(), v, StatusFailed)
 		m.destroy(v, "lifetime")
@@ -425,7 +463,18 @@ func (m *Manager) destroy(v *vm, reason string) Report {
 			v.lifetime.Stop()
 		}
 		sid := v.owner.SessionID
+		v.destroying = true
+		cancelBoot := v.bootCancel
 		v.mu.Unlock()
+		if cancelBoot != nil {
+			// Stop the boot first so it does not race the stack; its late
+			// resources would be undone anyway (Cleanup.Add after Run).
+			cancelBoot()
+			select {
+			case <-v.bootDone:
+			case <-time.After(m.cfg.DestroyTimeout / 2):
+			}
+		}
 		removed, errs := v.cl.Run(context.Background(), m.cfg.DestroyTimeout)
 		v.report = Report{
 			VMID: v.mach.ID, SessionID: sid, HostID: m.cfg.HostID, Reason: reason,
@@ -502,7 +551,7 @@ func (m *Manager) fillPool() {
 				case <-ctx.Done():
 				}
 			}()
-			err := m.boot(ctx, v)
+			err := m.runBoot(ctx, v)
 			cancel()
 			if err != nil {
 				m.log.Error("warm pool boot", "vm_id", v.mach.ID, "err", err)

@@ -137,9 +137,19 @@ func (d *Driver) args(m *sandbox.Machine) []string {
 		machine += ",pit=on,pic=on,rtc=on"
 		cpu = "max"
 	}
+	accel := []string{}
+	if d.accel == AccelTCG {
+		// TCG's translation cache defaults to 1 GiB, which the VM's cgroup
+		// memory limit would not survive; 32 MiB is plenty for a login VM.
+		accel = []string{"-accel", "tcg,tb-size=32"}
+		machine = strings.Replace(machine, ",accel=tcg", "", 1)
+	}
 	a := []string{
 		"-name", m.Marker,
 		"-M", machine, "-cpu", cpu,
+	}
+	a = append(a, accel...)
+	a = append(a, []string{
 		"-m", strconv.Itoa(m.MemoryMiB), "-smp", strconv.Itoa(m.VCPUs),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-S", // start paused: the manager places the process in its cgroup first
@@ -150,7 +160,7 @@ func (d *Driver) args(m *sandbox.Machine) []string {
 		"-device", "virtio-serial-device",
 		"-chardev", "socket,id=agent,path=" + m.AgentSocket + ",server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name=org.polydev.agent",
-	}
+	}...)
 	if m.Image.Initrd != "" {
 		a = append(a, "-initrd", m.Image.Initrd)
 	}

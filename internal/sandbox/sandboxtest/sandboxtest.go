@@ -159,6 +159,9 @@ func lifecycle(t *testing.T, e Env) {
 	cl := start(t, e, m)
 	took := waitReady(t, e, m)
 	t.Logf("%s: boot to ready %v", e.Driver.Name(), took.Round(time.Millisecond))
+	// The channel survives the manager disconnecting and coming back.
+	time.Sleep(100 * time.Millisecond)
+	waitReady(t, e, m)
 	st, err := e.Driver.Inspect(context.Background(), m)
 	if err != nil {
 		t.Fatalf("Inspect: %v", err)
