@@ -46,7 +46,7 @@ func addVMFlags(fs *flag.FlagSet) *vmFlags {
 		"a login VM is destroyed this long after it was given to a user (env POLYDEV_VM_LIFETIME)")
 	fs.StringVar(&f.hostID, "vm-host-id", envOr("POLYDEV_VM_HOST_ID", host), "this host's id in vm_sessions (env POLYDEV_VM_HOST_ID)")
 	fs.StringVar(&f.kernel, "vm-kernel", os.Getenv("POLYDEV_VM_KERNEL"),
-		"login image kernel (env POLYDEV_VM_KERNEL; with --dev and none given, a test image is built from this host's kernel)")
+		"login image kernel (env POLYDEV_VM_KERNEL; with --dev and none given, a test image is built from this host's kernel and a static polydev-agent beside polydev)")
 	fs.StringVar(&f.initrd, "vm-initrd", os.Getenv("POLYDEV_VM_INITRD"), "login image initramfs (env POLYDEV_VM_INITRD)")
 	fs.StringVar(&f.rootfs, "vm-rootfs", os.Getenv("POLYDEV_VM_ROOTFS"), "login image golden root disk, raw (env POLYDEV_VM_ROOTFS)")
 	fs.StringVar(&f.cmdline, "vm-cmdline", os.Getenv("POLYDEV_VM_CMDLINE"), "login image kernel command line (env POLYDEV_VM_CMDLINE)")
@@ -152,8 +152,8 @@ func (f *vmFlags) autoDriver() string {
 }
 
 // image is the configured login image, or with --dev and none configured,
-// the test image built from this host's kernel, busybox and this very
-// binary as the agent (which must be static).
+// the test image built from this host's kernel, busybox and the static
+// polydev-agent.
 func (f *vmFlags) image(ctx context.Context, data string, dev bool) (sandbox.Image, error) {
 	if f.kernel != "" {
 		return sandbox.Image{Kernel: f.kernel, Initrd: f.initrd, Rootfs: f.rootfs, Cmdline: f.cmdline}, nil
@@ -161,15 +161,31 @@ func (f *vmFlags) image(ctx context.Context, data string, dev bool) (sandbox.Ima
 	if !dev {
 		return sandbox.Image{}, errors.New("login VMs: --vm-kernel is required (see docs/sandbox.md for the login image)")
 	}
-	self, err := os.Executable()
+	agent, err := devAgent()
 	if err != nil {
 		return sandbox.Image{}, err
 	}
-	if !testimage.StaticBinary(self) {
-		return sandbox.Image{}, errors.New("no --vm-kernel, and this binary is not static, so it cannot be the test image's agent " +
-			"(build with CGO_ENABLED=0, or pass --vm-kernel and --vm-initrd)")
-	}
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	return testimage.Build(bctx, testimage.Options{CacheDir: filepath.Join(data, "vm-image"), Agent: self})
+	return testimage.Build(bctx, testimage.Options{CacheDir: filepath.Join(data, "vm-image"), Agent: agent})
+}
+
+// devAgent finds the static in-VM agent for the test image: polydev-agent
+// beside this binary, or in PATH.
+func devAgent() (string, error) {
+	var candidates []string
+	if self, err := os.Executable(); err == nil {
+		candidates = append(candidates, filepath.Join(filepath.Dir(self), "polydev-agent"))
+	}
+	if p, err := exec.LookPath("polydev-agent"); err == nil {
+		candidates = append(candidates, p)
+	}
+	for _, c := range candidates {
+		if testimage.StaticBinary(c) {
+			return c, nil
+		}
+	}
+	return "", errors.New("no --vm-kernel, and no static polydev-agent beside polydev or in PATH for the test image " +
+		"(CGO_ENABLED=0 go build -o $(dirname $(command -v polydev))/polydev-agent ./cmd/polydev-agent), " +
+		"or pass --vm-kernel and --vm-initrd")
 }
