@@ -107,7 +107,7 @@ func (s *Server) linkStart(w http.ResponseWriter, r *http.Request) error {
 	if cur, err := s.liveLoginVM(ctx, user, provider); err != nil {
 		return err
 	} else if cur != nil {
-		writeJSON(w, http.StatusOK, s.loginVMState(cur, nil))
+		writeJSON(w, http.StatusOK, s.loginVMState(cur, s.loginVMInfo(cur)))
 		return nil
 	}
 
@@ -120,7 +120,7 @@ func (s *Server) linkStart(w http.ResponseWriter, r *http.Request) error {
 		if errors.Is(err, store.ErrConflict) {
 			// Another request of this user won the race: theirs is the one.
 			if cur, err := s.liveLoginVM(ctx, user, provider); err == nil && cur != nil {
-				writeJSON(w, http.StatusOK, s.loginVMState(cur, nil))
+				writeJSON(w, http.StatusOK, s.loginVMState(cur, s.loginVMInfo(cur)))
 				return nil
 			}
 		}
