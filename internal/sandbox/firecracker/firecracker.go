@@ -348,7 +348,12 @@ func (d *Driver) Stop(ctx context.Context, m *sandbox.Machine) error {
 		actx, cancel := context.WithTimeout(ctx, stopGrace)
 		action := models.InstanceActionInfoActionTypeSendCtrlAltDel
 		sdk.NewClient(l.apiSocket, d.log, false).CreateSyncAction(actx, &models.InstanceActionInfo{ActionType: &action})
-		<-actx.Done()
+		for processAlive(m.PID, m.Marker) && actx.Err() == nil {
+			select {
+			case <-actx.Done():
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
 		cancel()
 	}
 	if !processAlive(m.PID, m.Marker) {

@@ -21,7 +21,7 @@ var (
 )
 
 // CacheDir is where tests keep the built test image between runs.
-func CacheDir() string { return filepath.Join(os.TempDir(), "polydev-vm-test-image") }
+func CacheDir() string { return filepath.Join(os.TempDir(), "polydev-test-image-vm") }
 
 // Image returns the test image, building it (and a static polydev agent
 // from this source tree) on first use; it calls testenv.Missing when this
