@@ -28,6 +28,7 @@ func commands() []command {
 	return []command{
 		{"account", "register, log in, change password, delete an account", runAccount},
 		{"agent", "run inside a login VM (answers the VM manager)", runAgent},
+		{"bench", "measure a component on this host (bench vm: login VMs)", runBench},
 		{"link", "sign in to a provider's CLI in a login VM: start, status, stop", runLink},
 		{"migrate", "bring the database schema to this build's version", runMigrate},
 		{"serve", "run the control plane (HTTP API and web app)", runServe},
