@@ -16,6 +16,11 @@ import (
 )
 
 func main() {
+	// The test image's /init runs "<agent> agent", which suits both this
+	// binary and a static polydev.
+	if len(os.Args) > 1 && os.Args[1] == "agent" {
+		os.Args = append(os.Args[:1], os.Args[2:]...)
+	}
 	port := flag.String("port", agent.PortName, "virtio-serial port name")
 	disk := flag.String("disk", "/dev/vda", "block device holding the golden image")
 	flag.Parse()

@@ -10,6 +10,7 @@ package qemu
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -265,6 +266,11 @@ func exitCtx(ctx context.Context, done <-chan struct{}) context.Context {
 // agent channel and waits for "ready <nonce>".
 func (d *Driver) WaitReady(ctx context.Context, m *sandbox.Machine) error {
 	ctx = exitCtx(ctx, m.Done)
+	// A guest kernel panic does not always end QEMU (microvm may not
+	// reset): watch the console for it rather than wait for the timeout.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go watchPanic(ctx, m.LogFile, cancel)
 	nonceB := make([]byte, 8)
 	rand.Read(nonceB)
 	nonce := hex.EncodeToString(nonceB)
@@ -277,7 +283,7 @@ func (d *Driver) WaitReady(ctx context.Context, m *sandbox.Machine) error {
 		}
 		select {
 		case <-ctx.Done():
-			return d.exited(m.Done, fmt.Errorf("qemu wait ready: %w", ctx.Err()))
+			return d.exited(m.Done, fmt.Errorf("qemu wait ready: %w", context.Cause(ctx)))
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
@@ -299,9 +305,28 @@ func (d *Driver) WaitReady(ctx context.Context, m *sandbox.Machine) error {
 		err = errors.New("agent channel closed")
 	}
 	if ctx.Err() != nil {
-		err = ctx.Err()
+		err = context.Cause(ctx)
 	}
 	return d.exited(m.Done, fmt.Errorf("qemu wait ready: %w", err))
+}
+
+// errGuestPanic: the guest kernel panicked before the agent was ready.
+var errGuestPanic = errors.New("guest kernel panicked (see the VM's vmm.log)")
+
+func watchPanic(ctx context.Context, logFile string, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if b, err := os.ReadFile(logFile); err == nil && bytes.Contains(b, []byte("Kernel panic")) {
+				cancel(errGuestPanic)
+				return
+			}
+		}
+	}
 }
 
 // Inspect implements sandbox.Driver with QMP query-status.

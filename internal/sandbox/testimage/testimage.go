@@ -54,7 +54,7 @@ const initScript = `#!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sys /sys
 for m in %s; do /bin/busybox insmod /lib/modules/$m.ko; done
-exec /bin/polydev-agent
+exec /bin/polydev-agent agent
 `
 
 // Options says where the inputs are and where the image goes.
