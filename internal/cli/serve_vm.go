@@ -54,8 +54,8 @@ func addVMFlags(fs *flag.FlagSet) *vmFlags {
 	fs.IntVar(&f.jailerUID, "vm-jailer-uid", envInt("POLYDEV_VM_JAILER_UID", 0),
 		"run Firecracker through its jailer as this uid (env POLYDEV_VM_JAILER_UID; 0: no jailer)")
 	fs.IntVar(&f.jailerGID, "vm-jailer-gid", envInt("POLYDEV_VM_JAILER_GID", 0), "the jailer's gid (env POLYDEV_VM_JAILER_GID)")
-	fs.StringVar(&f.jailerChroot, "vm-jailer-chroot", envOr("POLYDEV_VM_JAILER_CHROOT", "/srv/jailer"),
-		"the jailer's chroot base, on the file system of the image and --vm-root (env POLYDEV_VM_JAILER_CHROOT)")
+	fs.StringVar(&f.jailerChroot, "vm-jailer-chroot", os.Getenv("POLYDEV_VM_JAILER_CHROOT"),
+		"the jailer's chroot base, on the file system of the image (env POLYDEV_VM_JAILER_CHROOT; default: inside each VM's state dir)")
 	return f
 }
 

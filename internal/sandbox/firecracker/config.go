@@ -36,10 +36,13 @@ type JailerConfig struct {
 	// must not be 0, and should be a user that owns nothing else.
 	UID, GID int
 	// ChrootBase is where the jailer builds each VM's chroot,
-	// <ChrootBase>/firecracker/<vm id>/root; default /srv/jailer. It must
-	// be on the same file system as the images and the state root, since
-	// the kernel, initramfs, golden disk and overlay are hard-linked into
-	// the chroot (a copy per VM would cost the boot budget).
+	// <ChrootBase>/firecracker/<marker>/root. By default (empty) it is
+	// <state dir>/jail, inside the VM's own state dir: the jail then goes
+	// with the state dir, also when Reconcile removes what a crashed
+	// manager left. It must be on the same file system as the images,
+	// since the kernel, initramfs, golden disk and overlay are
+	// hard-linked into the chroot (a copy per VM would cost the boot
+	// budget).
 	ChrootBase string
 	// CgroupVersion is "1" or "2"; default "2".
 	CgroupVersion string
@@ -77,13 +80,12 @@ func (c *Config) setDefaults() error {
 		if j.Binary == "" {
 			j.Binary = "jailer"
 		}
-		if j.ChrootBase == "" {
-			j.ChrootBase = "/srv/jailer"
+		if j.ChrootBase != "" {
+			if !filepath.IsAbs(j.ChrootBase) {
+				return fmt.Errorf("firecracker: jailer chroot base %q must be absolute", j.ChrootBase)
+			}
+			j.ChrootBase = filepath.Clean(j.ChrootBase)
 		}
-		if !filepath.IsAbs(j.ChrootBase) {
-			return fmt.Errorf("firecracker: jailer chroot base %q must be absolute", j.ChrootBase)
-		}
-		j.ChrootBase = filepath.Clean(j.ChrootBase)
 		if j.CgroupVersion == "" {
 			j.CgroupVersion = "2"
 		}
@@ -113,10 +115,16 @@ type layout struct {
 	jailed bool
 
 	// Host paths.
-	apiSocket   string // the API socket
-	agentSocket string // the vsock's Unix socket; the agent's port is agentSocket_<port>
-	jailDir     string // <ChrootBase>/firecracker/<marker>: removed whole on destroy ("" without jailer)
+	apiSocket   string // the API socket (with a jailer: a symlink into the chroot)
+	agentSocket string // the vsock's Unix socket (likewise)
+	chrootBase  string // the jailer's --chroot-base-dir
+	jailDir     string // <chrootBase>/firecracker/<marker> ("" without jailer)
+	jailRemove  string // what destroy removes: jailDir, or the whole per-VM chroot base
 	chrootRoot  string // jailDir/root
+	// With a jailer, the sockets as the host reaches them inside the
+	// chroot; the symlinks apiSocket and agentSocket point there (the full
+	// path may exceed a Unix socket address's 108 bytes).
+	jailAPISocket, jailAgentSocket string
 	cgroupDir   string // the jailer's cgroup ("" when it makes none)
 
 	// What the VMM is told.
@@ -131,10 +139,8 @@ type layout struct {
 	links [][2]string
 }
 
-// Names of the files inside a jail.
+// Names of the image files inside a jail.
 const (
-	jailAPISocket = "api.sock"
-	jailVsock     = "agent.vsock"
 	jailKernel    = "kernel"
 	jailInitrd    = "initrd"
 	jailRootfs    = "rootfs.img"
@@ -157,12 +163,19 @@ func (d *Driver) layoutFor(m *sandbox.Machine) (layout, error) {
 	}
 	// The jailer's layout: <base>/<exec file name>/<id>/root, where the
 	// id is the Marker (the jailer hands it to firecracker as --id).
-	jailDir := filepath.Join(j.ChrootBase, filepath.Base(d.cfg.Binary), m.Marker)
+	base := j.ChrootBase
+	if base == "" {
+		base = filepath.Join(m.Dir, "jail")
+	}
+	jailDir := filepath.Join(base, filepath.Base(d.cfg.Binary), m.Marker)
 	root := filepath.Join(jailDir, "root")
+	// Inside the chroot the sockets keep their paths under the state dir,
+	// so that the VMM's argv names the state dir, as Reconcile expects.
 	l := layout{
-		jailed: true, jailDir: jailDir, chrootRoot: root,
-		apiSocket: filepath.Join(root, jailAPISocket), agentSocket: filepath.Join(root, jailVsock),
-		vmmAPISocket: "/" + jailAPISocket, vmmVsock: "/" + jailVsock, vmmKernel: "/" + jailKernel,
+		jailed: true, chrootBase: base, jailDir: jailDir, jailRemove: jailDir, chrootRoot: root,
+		apiSocket: m.APISocket, agentSocket: m.AgentSocket,
+		jailAPISocket: filepath.Join(root, m.APISocket), jailAgentSocket: filepath.Join(root, m.AgentSocket),
+		vmmAPISocket: m.APISocket, vmmVsock: m.AgentSocket, vmmKernel: "/" + jailKernel,
 	}
 	l.links = append(l.links, [2]string{m.Image.Kernel, filepath.Join(root, jailKernel)})
 	if m.Image.Initrd != "" {
@@ -173,6 +186,9 @@ func (d *Driver) layoutFor(m *sandbox.Machine) (layout, error) {
 		l.vmmRootfs, l.vmmOverlay = "/"+jailRootfs, "/"+jailOverlay
 		l.links = append(l.links, [2]string{m.Image.Rootfs, filepath.Join(root, jailRootfs)},
 			[2]string{m.Overlay, filepath.Join(root, jailOverlay)})
+	}
+	if j.ChrootBase == "" {
+		l.jailRemove = base
 	}
 	if len(j.Cgroups) > 0 {
 		l.cgroupDir = filepath.Join(j.CgroupRoot, j.ParentCgroup, m.Marker)
@@ -252,9 +268,9 @@ func writeConfig(path string, c vmConfig) error {
 
 // command returns the program and arguments that start m's VMM. The
 // Marker is the VMM's --id (one whole argument, as Reconcile looks for
-// it). Without a jailer the API socket path, inside m.Dir, is an argument
-// too. With one, the jailer execs firecracker inside the chroot with the
-// same --id, and the chroot (its /proc/<pid>/root) lies under ChrootBase.
+// it), and the API socket path, inside m.Dir, is an argument too; with a
+// jailer it is the same path inside the chroot, and the jailer execs
+// firecracker with the same --id.
 func (d *Driver) command(m *sandbox.Machine, l layout) (string, []string) {
 	fcArgs := []string{"--id", m.Marker, "--api-sock", l.vmmAPISocket}
 	j := d.cfg.Jailer
@@ -267,7 +283,7 @@ func (d *Driver) command(m *sandbox.Machine, l layout) (string, []string) {
 	// so that the jailer would make a cgroup of its own on every host
 	// with a NUMA node and hold the VMM out of the Manager's.
 	args := []string{"--id", m.Marker, "--uid", strconv.Itoa(j.UID), "--gid", strconv.Itoa(j.GID),
-		"--exec-file", d.cfg.Binary, "--cgroup-version", j.CgroupVersion, "--chroot-base-dir", j.ChrootBase}
+		"--exec-file", d.cfg.Binary, "--cgroup-version", j.CgroupVersion, "--chroot-base-dir", l.chrootBase}
 	if j.NetNS != "" {
 		args = append(args, "--netns", j.NetNS)
 	}

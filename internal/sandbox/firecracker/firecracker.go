@@ -34,6 +34,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -83,6 +84,9 @@ func (d *Driver) Start(ctx context.Context, m *sandbox.Machine, cl *sandbox.Clea
 			return err
 		}
 	}
+	// The VMM creates the sockets (with a jailer, the driver makes the
+	// symlinks to them first); their undo step exists before either.
+	cl.Add(sandbox.ResourceSocket, removeFile(l.apiSocket, l.agentSocket))
 	if l.jailed {
 		if err := d.prepareJail(m, l, cl); err != nil {
 			return err
@@ -93,8 +97,6 @@ func (d *Driver) Start(ctx context.Context, m *sandbox.Machine, cl *sandbox.Clea
 	if err := writeConfig(m.Config, cfg); err != nil {
 		return fmt.Errorf("firecracker: config: %w", err)
 	}
-	// The VMM creates the sockets; their undo step exists before it runs.
-	cl.Add(sandbox.ResourceSocket, removeFile(l.apiSocket, l.agentSocket))
 	if l.cgroupDir != "" {
 		cl.Add(sandbox.ResourceCgroup, removeCgroup(l.cgroupDir))
 	}
@@ -140,25 +142,41 @@ func createOverlay(path string, size int64, cl *sandbox.Cleanup) error {
 	return f.Close()
 }
 
-// prepareJail builds the chroot the jailer will enter and hard-links the
-// VM's files into it. The overlay is handed to the jail's uid.
+// prepareJail builds the chroot the jailer will enter: the image files
+// hard-linked in, the overlay handed to the jail's uid, the state dir's
+// path recreated inside for the sockets (owned by the jail's uid, which
+// creates them), and symlinks at the Machine's socket paths to where the
+// sockets will be.
 func (d *Driver) prepareJail(m *sandbox.Machine, l layout, cl *sandbox.Cleanup) error {
-	cl.Add(ResourceJail, removeAll(l.jailDir))
-	if err := os.MkdirAll(l.chrootRoot, 0o700); err != nil {
+	j := d.cfg.Jailer
+	cl.Add(ResourceJail, removeAll(l.jailRemove))
+	sockDir := filepath.Join(l.chrootRoot, m.Dir)
+	if err := os.MkdirAll(sockDir, 0o711); err != nil {
+		return fmt.Errorf("firecracker: jail: %w", err)
+	}
+	if err := os.Chown(sockDir, j.UID, j.GID); err != nil {
+		return fmt.Errorf("firecracker: jail: %w", err)
+	}
+	if err := os.Chmod(sockDir, 0o700); err != nil {
 		return fmt.Errorf("firecracker: jail: %w", err)
 	}
 	for _, ln := range l.links {
 		if err := os.Link(ln[0], ln[1]); err != nil {
 			if errors.Is(err, syscall.EXDEV) {
 				return fmt.Errorf("firecracker: jail: %s is on another file system than the chroot base %s: %w",
-					ln[0], d.cfg.Jailer.ChrootBase, err)
+					ln[0], l.chrootBase, err)
 			}
 			return fmt.Errorf("firecracker: jail: %w", err)
 		}
 	}
 	if m.Image.Rootfs != "" {
-		if err := os.Chown(m.Overlay, d.cfg.Jailer.UID, d.cfg.Jailer.GID); err != nil {
+		if err := os.Chown(m.Overlay, j.UID, j.GID); err != nil {
 			return fmt.Errorf("firecracker: jail: overlay owner: %w", err)
+		}
+	}
+	for _, sl := range [][2]string{{l.jailAPISocket, l.apiSocket}, {l.jailAgentSocket, l.agentSocket}} {
+		if err := os.Symlink(sl[0], sl[1]); err != nil {
+			return fmt.Errorf("firecracker: jail: %w", err)
 		}
 	}
 	return nil

@@ -143,7 +143,8 @@ func TestJailer(t *testing.T) {
 			name: "defaults",
 			jail: JailerConfig{UID: 990, GID: 991},
 			wantArgs: []string{"--id", "polydev-vm-0a1b2c3d", "--uid", "990", "--gid", "991", "--exec-file", "/usr/local/bin/firecracker",
-				"--cgroup-version", "2", "--chroot-base-dir", "/srv/jailer", "--", "--api-sock", "/api.sock"},
+				"--cgroup-version", "2", "--chroot-base-dir", "/var/lib/polydev/vms/0a1b2c3d/jail",
+				"--", "--api-sock", "/var/lib/polydev/vms/0a1b2c3d/api.sock"},
 		},
 		{
 			name: "cgroups and netns",
@@ -152,7 +153,7 @@ func TestJailer(t *testing.T) {
 			wantArgs: []string{"--id", "polydev-vm-0a1b2c3d", "--uid", "990", "--gid", "991", "--exec-file", "/usr/local/bin/firecracker",
 				"--cgroup-version", "2", "--chroot-base-dir", "/srv/fc", "--netns", "/var/run/netns/vm0",
 				"--parent-cgroup", "fc-vms", "--cgroup", "cpuset.cpus=2-3", "--cgroup", "memory.max=600000000",
-				"--", "--api-sock", "/api.sock"},
+				"--", "--api-sock", "/var/lib/polydev/vms/0a1b2c3d/api.sock"},
 			wantCgroup: "/sys/fs/cgroup/fc-vms/polydev-vm-0a1b2c3d",
 		},
 	} {
@@ -166,16 +167,27 @@ func TestJailer(t *testing.T) {
 			}
 			base := filepath.Clean(tc.jail.ChrootBase)
 			if tc.jail.ChrootBase == "" {
-				base = "/srv/jailer"
+				base = filepath.Join(m.Dir, "jail") // the jail goes with the state dir
 			}
 			root := filepath.Join(base, "firecracker", "polydev-vm-0a1b2c3d", "root")
 			if l.jailDir != filepath.Dir(root) || l.chrootRoot != root {
 				t.Errorf("jail dir %q, chroot %q; want %q, %q", l.jailDir, l.chrootRoot, filepath.Dir(root), root)
 			}
-			if l.apiSocket != root+"/api.sock" || l.agentSocket != root+"/agent.vsock" {
-				t.Errorf("host sockets %q, %q", l.apiSocket, l.agentSocket)
+			wantRemove := l.jailDir
+			if tc.jail.ChrootBase == "" {
+				wantRemove = base
 			}
-			if l.vmmAPISocket != "/api.sock" || l.vmmVsock != "/agent.vsock" || l.vmmKernel != "/kernel" ||
+			if l.jailRemove != wantRemove {
+				t.Errorf("destroy removes %q; want %q", l.jailRemove, wantRemove)
+			}
+			// The VMM's socket paths are the state dir's, inside the
+			// chroot; the host reaches them through symlinks at the
+			// Machine's paths.
+			if l.apiSocket != m.APISocket || l.agentSocket != m.AgentSocket ||
+				l.jailAPISocket != root+m.APISocket || l.jailAgentSocket != root+m.AgentSocket {
+				t.Errorf("host sockets %q, %q → %q, %q", l.apiSocket, l.agentSocket, l.jailAPISocket, l.jailAgentSocket)
+			}
+			if l.vmmAPISocket != m.APISocket || l.vmmVsock != m.AgentSocket || l.vmmKernel != "/kernel" ||
 				l.vmmInitrd != "/initrd" || l.vmmRootfs != "/rootfs.img" || l.vmmOverlay != "/overlay.img" {
 				t.Errorf("paths the vmm sees: %+v", l)
 			}
@@ -198,7 +210,7 @@ func TestJailer(t *testing.T) {
 				t.Errorf("command %s %q;\nwant %s %q", bin, args, wantBin, tc.wantArgs)
 			}
 			cfg := buildConfig(m, l)
-			if *cfg.BootSource.KernelImagePath != "/kernel" || *cfg.Vsock.UdsPath != "/agent.vsock" || *cfg.Drives[1].PathOnHost != "/overlay.img" {
+			if *cfg.BootSource.KernelImagePath != "/kernel" || *cfg.Vsock.UdsPath != m.AgentSocket || *cfg.Drives[1].PathOnHost != "/overlay.img" {
 				t.Errorf("jailed config paths: %s %s %s", *cfg.BootSource.KernelImagePath, *cfg.Vsock.UdsPath, *cfg.Drives[1].PathOnHost)
 			}
 		})
@@ -300,12 +312,21 @@ func TestJailedStartRegistersCleanup(t *testing.T) {
 	}
 	dir := t.TempDir()
 	m := machine(dir, true)
-	jail := &JailerConfig{Binary: filepath.Join(dir, "no-such-jailer"), UID: 65534, GID: 65534, ChrootBase: filepath.Join(dir, "jails")}
+	jail := &JailerConfig{Binary: filepath.Join(dir, "no-such-jailer"), UID: 65534, GID: 65534}
 	err, cl := startFailing(t, Config{Jailer: jail}, m)
 	if err == nil || !strings.Contains(err.Error(), "no-such-jailer") {
 		t.Fatalf("Start with a missing jailer: %v", err)
 	}
-	root := filepath.Join(dir, "jails", "firecracker", m.Marker, "root")
+	root := filepath.Join(m.Dir, "jail", "firecracker", m.Marker, "root")
+	sockDir := filepath.Join(root, m.Dir)
+	if fi, err := os.Stat(sockDir); err != nil || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid != 65534 {
+		t.Errorf("socket dir inside the chroot: %v, %v; want mode 0700, owned by the jail's uid", fi, err)
+	}
+	for _, p := range []string{m.APISocket, m.AgentSocket} {
+		if target, err := os.Readlink(p); err != nil || target != filepath.Join(root, p) {
+			t.Errorf("%s → %q, %v; want a symlink into the chroot", p, target, err)
+		}
+	}
 	for _, name := range []string{"kernel", "initrd", "rootfs.img", "overlay.img"} {
 		if _, err := os.Stat(filepath.Join(root, name)); err != nil {
 			t.Errorf("%s not linked into the chroot: %v", name, err)
@@ -316,11 +337,14 @@ func TestJailedStartRegistersCleanup(t *testing.T) {
 		t.Errorf("jailed overlay: uid %d, links %d, %v; want the jail's uid and a hard link", st.Uid, st.Nlink, err)
 	}
 	removed, errs := cl.Run(context.Background(), 5*time.Second)
-	if want := []string{sandbox.ResourceConfig, ResourceJail, sandbox.ResourceOverlay}; !slices.Equal(removed, want) || len(errs) != 0 {
+	want := []string{sandbox.ResourceConfig, ResourceJail, sandbox.ResourceSocket, sandbox.ResourceOverlay}
+	if !slices.Equal(removed, want) || len(errs) != 0 {
 		t.Errorf("removed %v, errors %v; want %v", removed, errs, want)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "jails", "firecracker", m.Marker)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("jail after cleanup: %v", err)
+	for _, p := range []string{filepath.Join(m.Dir, "jail"), m.APISocket, m.AgentSocket} {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after cleanup: %v", p, err)
+		}
 	}
 	if _, err := os.Stat(m.Image.Rootfs); err != nil {
 		t.Errorf("golden disk after cleanup: %v", err)
