@@ -125,7 +125,7 @@ type layout struct {
 	// chroot; the symlinks apiSocket and agentSocket point there (the full
 	// path may exceed a Unix socket address's 108 bytes).
 	jailAPISocket, jailAgentSocket string
-	cgroupDir   string // the jailer's cgroup ("" when it makes none)
+	cgroupDir                      string // the jailer's cgroup ("" when it makes none)
 
 	// What the VMM is told.
 	vmmAPISocket string
@@ -141,10 +141,10 @@ type layout struct {
 
 // Names of the image files inside a jail.
 const (
-	jailKernel    = "kernel"
-	jailInitrd    = "initrd"
-	jailRootfs    = "rootfs.img"
-	jailOverlay   = "overlay.img"
+	jailKernel  = "kernel"
+	jailInitrd  = "initrd"
+	jailRootfs  = "rootfs.img"
+	jailOverlay = "overlay.img"
 )
 
 // layoutFor computes the paths of m under the driver's configuration. It
