@@ -93,7 +93,7 @@ type vmEnv struct {
 
 // startVMServer runs a Manager over drv (state under a fresh root) and a
 // control plane with it, over loopback.
-func startVMServer(t *testing.T, st store.Store, drv sandbox.Driver, img sandbox.Image, tune func(*sandbox.Config, *controlplane.Config)) *vmEnv {
+func startVMServer(t testing.TB, st store.Store, drv sandbox.Driver, img sandbox.Image, tune func(*sandbox.Config, *controlplane.Config)) *vmEnv {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		testenv.Missing(t, "login VM tests need root (tap devices, cgroups)")
