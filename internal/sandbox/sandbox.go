@@ -132,10 +132,11 @@ type Driver interface {
 	// error wrapping ErrExited if the process is gone.
 	Inspect(ctx context.Context, m *Machine) (State, error)
 
-	// Stop ends the VMM: asks it to quit over the API socket, then kills
-	// it (SIGKILL) if it is still there when ctx ends or after a short
-	// grace, and returns once the process is gone (reaped). Stopping a VM
-	// whose process is already gone returns nil.
+	// Stop ends the VMM and returns once the process is gone (reaped). A
+	// driver may ask the VMM to quit first but must not wait long for it
+	// (SIGKILL within ~50 ms): a login VM keeps nothing worth a clean
+	// shutdown, and destroy has a budget of 200 ms. Stopping a VM whose
+	// process is already gone returns nil.
 	Stop(ctx context.Context, m *Machine) error
 }
 
