@@ -44,7 +44,7 @@ go vet ./...
 
 log "go test"
 go_status=0
-go test -count=1 -v ./... 2>&1 | tee "$work/go.log" || go_status=$?
+go test -count=1 -v -timeout 20m ./... 2>&1 | tee "$work/go.log" || go_status=$?
 
 log "node --test (browser crypto module)"
 node_status=0
