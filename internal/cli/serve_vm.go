@@ -46,7 +46,7 @@ func addVMFlags(fs *flag.FlagSet) *vmFlags {
 		"a login VM is destroyed this long after it was given to a user (env POLYDEV_VM_LIFETIME)")
 	fs.StringVar(&f.hostID, "vm-host-id", envOr("POLYDEV_VM_HOST_ID", host), "this host's id in vm_sessions (env POLYDEV_VM_HOST_ID)")
 	fs.StringVar(&f.kernel, "vm-kernel", os.Getenv("POLYDEV_VM_KERNEL"),
-		"login image kernel (env POLYDEV_VM_KERNEL; with --dev and none given, a test image is built from this host's kernel and a static polydev-agent beside polydev)")
+		"login image kernel (env POLYDEV_VM_KERNEL; with --dev and none given, a test image is built from this host's kernel and a static polydev or polydev-agent)")
 	fs.StringVar(&f.initrd, "vm-initrd", os.Getenv("POLYDEV_VM_INITRD"), "login image initramfs (env POLYDEV_VM_INITRD)")
 	fs.StringVar(&f.rootfs, "vm-rootfs", os.Getenv("POLYDEV_VM_ROOTFS"), "login image golden root disk, raw (env POLYDEV_VM_ROOTFS)")
 	fs.StringVar(&f.cmdline, "vm-cmdline", os.Getenv("POLYDEV_VM_CMDLINE"), "login image kernel command line (env POLYDEV_VM_CMDLINE)")
@@ -152,8 +152,8 @@ func (f *vmFlags) autoDriver() string {
 }
 
 // image is the configured login image, or with --dev and none configured,
-// the test image built from this host's kernel, busybox and the static
-// polydev-agent.
+// the test image built from this host's kernel, busybox and a static
+// agent (devAgent).
 func (f *vmFlags) image(ctx context.Context, data string, dev bool) (sandbox.Image, error) {
 	if f.kernel != "" {
 		return sandbox.Image{Kernel: f.kernel, Initrd: f.initrd, Rootfs: f.rootfs, Cmdline: f.cmdline}, nil
@@ -170,22 +170,26 @@ func (f *vmFlags) image(ctx context.Context, data string, dev bool) (sandbox.Ima
 	return testimage.Build(bctx, testimage.Options{CacheDir: filepath.Join(data, "vm-image"), Agent: agent})
 }
 
-// devAgent finds the static in-VM agent for the test image: polydev-agent
-// beside this binary, or in PATH.
+// devAgent finds a static in-VM agent for the test image: polydev-agent
+// beside this binary or in PATH, or this binary itself when it is static
+// (the image runs "<agent> agent").
 func devAgent() (string, error) {
 	var candidates []string
-	if self, err := os.Executable(); err == nil {
+	self, selfErr := os.Executable()
+	if selfErr == nil {
 		candidates = append(candidates, filepath.Join(filepath.Dir(self), "polydev-agent"))
 	}
 	if p, err := exec.LookPath("polydev-agent"); err == nil {
 		candidates = append(candidates, p)
+	}
+	if selfErr == nil {
+		candidates = append(candidates, self)
 	}
 	for _, c := range candidates {
 		if testimage.StaticBinary(c) {
 			return c, nil
 		}
 	}
-	return "", errors.New("no --vm-kernel, and no static polydev-agent beside polydev or in PATH for the test image " +
-		"(CGO_ENABLED=0 go build -o $(dirname $(command -v polydev))/polydev-agent ./cmd/polydev-agent), " +
-		"or pass --vm-kernel and --vm-initrd")
+	return "", errors.New("no --vm-kernel, and no static agent for the test image: build polydev with CGO_ENABLED=0, " +
+		"or put a static polydev-agent beside it (CGO_ENABLED=0 go build ./cmd/polydev-agent), or pass --vm-kernel and --vm-initrd")
 }

@@ -43,7 +43,9 @@ type LoginVMManager interface {
 
 // Defaults for the login VM settings in Config.
 const (
-	defaultLoginVMWait     = 60 * time.Second
+	// defaultLoginVMWait stays below the CLI's 60 s request timeout, so
+	// that a client hears 503 capacity rather than giving up first.
+	defaultLoginVMWait     = 45 * time.Second
 	defaultLoginVMLifetime = 10 * time.Minute
 	// loginVMRetryAfter is what a client is told to wait when no VM is free.
 	loginVMRetryAfter = 30 * time.Second
@@ -140,7 +142,7 @@ func (s *Server) linkStart(w http.ResponseWriter, r *http.Request) error {
 			return &apiError{status: http.StatusServiceUnavailable, code: "unavailable", message: "the request ended before a login VM was ready", cause: err}
 		case errors.Is(err, context.DeadlineExceeded):
 			return &apiError{status: http.StatusServiceUnavailable, code: "capacity",
-				message: "no login VM is free right now; try again shortly", retryAfter: loginVMRetryAfter, cause: err}
+				message: "no login VM was free and ready in time; try again shortly", retryAfter: loginVMRetryAfter, cause: err}
 		default:
 			return &apiError{status: http.StatusServiceUnavailable, code: "vm_failed", message: "the login VM failed to start; try again",
 				retryAfter: time.Second, cause: err}

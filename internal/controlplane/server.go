@@ -44,7 +44,7 @@ type Config struct {
 	// expiry recorded before a VM is allocated.
 	LoginVMLifetime time.Duration
 	// LoginVMWait bounds how long link/start waits for a free VM (default
-	// 60s); then it answers 503 with Retry-After.
+	// 45s); then it answers 503 with Retry-After.
 	LoginVMWait time.Duration
 	// LoginVMReconcileEvery is how often sessions whose VM is gone are
 	// closed (default 1m; negative: only at start).
