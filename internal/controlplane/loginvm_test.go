@@ -322,8 +322,19 @@ func TestLoginVMLifetime(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if d, ok := auditEvent(t, env.st, adaID, "login_vm_destroyed"); !ok || d["reason"] != "lifetime" {
-		t.Errorf("audit event: %v (%v); want reason lifetime", d, ok)
+	// The audit event follows the status change.
+	for {
+		d, ok := auditEvent(t, env.st, adaID, "login_vm_destroyed")
+		if ok {
+			if d["reason"] != "lifetime" {
+				t.Errorf("audit event: %v; want reason lifetime", d)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no login_vm_destroyed audit event after the lifetime")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	row, _ := env.st.VMSession(context.Background(), adaID, id)
 	if row.Status != store.VMDestroyed || row.EndedAt.IsZero() {
