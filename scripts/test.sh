@@ -60,7 +60,7 @@ node_skip=$(sed -n 's/^# skipped //p' "$work/node.log" | tail -1)
 
 log "summary"
 echo "go:   ${go_pass} passed, ${go_fail} failed, ${go_skip} skipped (tests and subtests)"
-grep -hE 'shared vectors: |public vectors .*skipped|skipped [0-9]+: |javascript checked|chromium checked|go checked|conformance suite passed|FIRECRACKER CONFORMANCE SKIPPED' "$work/go.log" | sed 's/^ *[a-z_]*\.go:[0-9]*: /      /' || true
+grep -hE 'shared vectors: |public vectors .*skipped|skipped [0-9]+: |javascript checked|chromium checked|go checked|conformance suite passed|FIRECRACKER CONFORMANCE SKIPPED|zero-trace: [0-9]+ lifecycles;' "$work/go.log" | sed 's/^ *[a-z_]*\.go:[0-9]*: /      /' || true
 echo "node: ${node_pass:-0} passed, ${node_fail:-0} failed, ${node_skip:-0} skipped"
 if ((go_status != 0 || node_status != 0)) || [[ -z "${node_pass:-}" ]]; then
   echo "tests: $((go_pass + ${node_pass:-0})) passed, $((go_fail + ${node_fail:-0})) failed"
