@@ -18,6 +18,7 @@ type Cleanup struct {
 	done  bool
 	rep   []string
 	errs  []string
+	took  []string // per-step durations of the last Run, for the log
 	ch    chan struct{} // closed when Run finished
 }
 
@@ -45,6 +46,14 @@ func (c *Cleanup) Add(kind string, undo func(ctx context.Context) (removed bool,
 	}
 	c.steps = append(c.steps, step{kind: kind, undo: undo})
 	c.mu.Unlock()
+}
+
+// Timings returns how long each step of Run took, "kind=duration", in
+// the order run.
+func (c *Cleanup) Timings() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.took...)
 }
 
 // Len is the number of steps not yet run.
@@ -86,9 +95,11 @@ func (c *Cleanup) Run(ctx context.Context, timeout time.Duration) (removed, errs
 	defer cancel()
 	for i := len(steps) - 1; i >= 0; i-- {
 		s := steps[i]
+		t0 := time.Now()
 		ok, err := s.undo(ctx)
 		c.mu.Lock()
 		c.record(s.kind, ok, err)
+		c.took = append(c.took, fmt.Sprintf("%s=%v", s.kind, time.Since(t0).Round(100*time.Microsecond)))
 		c.mu.Unlock()
 	}
 	c.mu.Lock()

@@ -504,7 +504,7 @@ func (m *Manager) destroy(v *vm, reason string) Report {
 			lvl = slog.LevelError
 		}
 		m.log.Log(ctx, lvl, "vm destroyed", "vm_id", v.mach.ID, "session_id", sid, "reason", reason,
-			"removed", removed, "errors", errs, "took_ms", v.report.Took.Milliseconds())
+			"removed", removed, "errors", errs, "took_ms", v.report.Took.Milliseconds(), "steps", v.cl.Timings())
 	})
 	<-v.destroyed
 	return v.report
