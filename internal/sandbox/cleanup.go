@@ -18,7 +18,7 @@ type Cleanup struct {
 	done  bool
 	rep   []string
 	errs  []string
-	took  []string // per-step durations of the last Run, for the log
+	took  []string      // per-step durations of the last Run, for the log
 	ch    chan struct{} // closed when Run finished
 }
 
