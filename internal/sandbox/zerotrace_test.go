@@ -287,7 +287,15 @@ func TestZeroTrace(t *testing.T) {
 	ms := func(max int) time.Duration { return time.Duration(rng.IntN(max+1)) * time.Millisecond }
 	const boot = 3 * time.Minute
 
+	// Killed by the test timeout, this test would leave the VMs of its last
+	// lifecycle behind (under a temp root no later manager reconciles):
+	// stop early instead, fail, and still run the final reconcile.
+	deadline, hasDeadline := t.Deadline()
 	for i := 0; i < n; i++ {
+		if hasDeadline && time.Until(deadline) < 3*time.Minute {
+			t.Errorf("stopped after %d of %d lifecycles: the test deadline is near (run with a longer -timeout)", i, n)
+			break
+		}
 		point := pickPoint(i, rng)
 		ccfg := cfg
 		if point == "manager_killed_with_warm_pool" {
