@@ -20,6 +20,12 @@ need_apt=()
 command -v node >/dev/null || { echo "node (Node.js 20+) is required" >&2; exit 1; }
 command -v chromium >/dev/null || need_apt+=(chromium)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || need_apt+=(postgresql)
+# login VMs: QEMU microvm, qemu-img overlays, Debian's cloud kernel, a static busybox for the test image
+command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
+command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
+compgen -G '/boot/vmlinuz-*-cloud-amd64' >/dev/null || need_apt+=(linux-image-cloud-amd64)
+dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
+command -v ip >/dev/null || need_apt+=(iproute2)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     log "installing ${need_apt[*]}"
@@ -45,7 +51,7 @@ go vet ./...
 
 log "go test"
 go_status=0
-go test -count=1 -v ./... 2>&1 | tee "$work/go.log" || go_status=$?
+go test -count=1 -v -timeout 20m ./... 2>&1 | tee "$work/go.log" || go_status=$?
 
 log "node --test (browser crypto module)"
 node_status=0
@@ -61,7 +67,7 @@ node_skip=$(sed -n 's/^# skipped //p' "$work/node.log" | tail -1)
 
 log "summary"
 echo "go:   ${go_pass} passed, ${go_fail} failed, ${go_skip} skipped (tests and subtests)"
-grep -hE 'node sdk tests: |shared vectors: |public vectors .*skipped|skipped [0-9]+: |javascript checked|chromium checked|go checked|conformance suite passed' "$work/go.log" | sed 's/^ *[a-z_]*\.go:[0-9]*: /      /' || true
+grep -hE 'node sdk tests: |shared vectors: |public vectors .*skipped|skipped [0-9]+: |javascript checked|chromium checked|go checked|conformance suite passed|FIRECRACKER CONFORMANCE SKIPPED|zero-trace: [0-9]+ lifecycles;' "$work/go.log" | sed 's/^ *[a-z_]*\.go:[0-9]*: /      /' || true
 echo "node: ${node_pass:-0} passed, ${node_fail:-0} failed, ${node_skip:-0} skipped"
 if ((go_status != 0 || node_status != 0)) || [[ -z "${node_pass:-}" ]]; then
   echo "tests: $((go_pass + ${node_pass:-0})) passed, $((go_fail + ${node_fail:-0})) failed"

@@ -31,6 +31,8 @@ func commands() []command {
 		{"link", "link a provider by API key, revoke it, rotate its egress", runLink},
 		{"emulator", "serve local, wire-faithful OpenAI, Anthropic and Gemini APIs for development and tests", runEmulator},
 		{"chat", "encrypted conversations: new, send, ls, show, rm", runChat},
+		{"agent", "run inside a login VM (answers the VM manager)", runAgent},
+		{"bench", "measure a component on this host (bench vm: login VMs)", runBench},
 		{"migrate", "bring the database schema to this build's version", runMigrate},
 		{"serve", "run the control plane (HTTP API and web app)", runServe},
 		{"version", "print the build's version", runVersion},

@@ -47,8 +47,12 @@ func runLink(ctx context.Context, e env, args []string) error {
 		if len(args) > 0 {
 			w = e.stdout
 		}
-		fmt.Fprintf(w, "Usage: polydev link <command> --provider openai|anthropic|google\n%s\n\nCommands:\n", linkHelp)
+		fmt.Fprintf(w, "Usage: polydev link <command> [flags]\n%s\n\nBy API key:\n", linkHelp)
 		for _, c := range linkCommands() {
+			fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+		}
+		fmt.Fprintf(w, "\nSigning in to a provider's own CLI instead (subscriptions):\n%s\n\n", linkVMHelp)
+		for _, c := range vmLinkCommands() {
 			fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 		}
 		fmt.Fprintln(w, "\nSee also: polydev accounts (list what is linked).")
@@ -56,6 +60,11 @@ func runLink(ctx context.Context, e env, args []string) error {
 			return errUsage
 		}
 		return flag.ErrHelp
+	}
+	for _, c := range vmLinkCommands() {
+		if c.name == args[0] {
+			return runLinkVM(ctx, e, args)
+		}
 	}
 	for _, c := range linkCommands() {
 		if c.name == args[0] {

@@ -59,6 +59,7 @@ come from the environment variable named in its help.`)
 		"; or set "+egress.EnvUsername+" and "+egress.EnvPassword+"; never a flag)")
 	var rt runtimeFlags
 	rt.register(fs)
+	vms := addVMFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -127,6 +128,11 @@ come from the environment variable named in its help.`)
 		return err
 	}
 	cfg.RuntimeKeys, cfg.Runtime = keys, runner
+	closeVMs, err := vms.startLoginVMs(ctx, log, st, *data, &cfg)
+	if err != nil {
+		return err
+	}
+	defer closeVMs()
 	srv, err := controlplane.New(cfg, log, web.Assets)
 	if err != nil {
 		return err

@@ -43,7 +43,7 @@ func postgresStore(t testing.TB) (store.Store, *pgtest.Cluster, string) {
 	if _, _, err := postgres.Migrate(context.Background(), owner, nil); err != nil {
 		t.Fatal(err)
 	}
-	c.Psql(t, "postgres", "CREATE ROLE app LOGIN NOINHERIT; GRANT polydev_app, polydev_auth TO app;")
+	c.Psql(t, "postgres", "CREATE ROLE app LOGIN NOINHERIT; GRANT polydev_app, polydev_auth, polydev_vmm TO app;")
 	st, err := postgres.Open(context.Background(), owner+" user=app")
 	if err != nil {
 		t.Fatal(err)

@@ -48,6 +48,20 @@ type Config struct {
 	// Egress hands out users' egress ports and looks up their exit IPs;
 	// nil means direct egress over the default port range.
 	Egress *egress.Proxy
+	// LoginVMs allocates login VMs on this host; nil disables the login
+	// VM API (503). See loginvm.go.
+	LoginVMs LoginVMManager
+	// LoginVMHost is the host id LoginVMs records (sandbox.Config.HostID).
+	LoginVMHost string
+	// LoginVMLifetime is LoginVMs' maximum lifetime (default 10m), for the
+	// expiry recorded before a VM is allocated.
+	LoginVMLifetime time.Duration
+	// LoginVMWait bounds how long link/start waits for a free VM (default
+	// 45s); then it answers 503 with Retry-After.
+	LoginVMWait time.Duration
+	// LoginVMReconcileEvery is how often sessions whose VM is gone are
+	// closed (default 1m; negative: only at start).
+	LoginVMReconcileEvery time.Duration
 }
 
 // Validate checks the configuration once, with clear errors.
@@ -67,6 +81,9 @@ func (c Config) Validate() error {
 	if len(c.PreloginSecret) < 32 {
 		return errors.New("the prelogin secret must be at least 32 bytes")
 	}
+	if c.LoginVMs != nil && c.LoginVMHost == "" {
+		return errors.New("login VMs need the host id their manager records")
+	}
 	return nil
 }
 
@@ -85,6 +102,8 @@ type Server struct {
 	busyConvs             *busySet
 	dummyHash, dummySalt  []byte
 	dummyAlgo             string
+
+	lv loginVMs
 }
 
 // New returns a Server serving the API and the web app from assets.
@@ -139,11 +158,15 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/accounts", s.handle(s.authenticated(s.listAccounts)))
 	mux.Handle("POST /v1/accounts/{provider}/revoke", s.handle(s.authenticated(s.revokeProvider)))
 	mux.Handle("POST /v1/accounts/{provider}/rotate-egress", s.handle(s.authenticated(s.rotateEgress)))
+	mux.Handle("POST /v1/accounts/{provider}/link/start", s.handle(s.authenticated(s.linkStart)))
+	mux.Handle("GET /v1/accounts/link", s.handle(s.authenticated(s.linkList)))
+	mux.Handle("GET /v1/accounts/link/sessions/{session_id}", s.handle(s.authenticated(s.linkGet)))
+	mux.Handle("DELETE /v1/accounts/link/sessions/{session_id}", s.handle(s.authenticated(s.linkDelete)))
 	notAllowed := s.handle(func(http.ResponseWriter, *http.Request) error {
 		return errorf(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
 	})
 	for _, p := range []string{"/v1/auth/register", "/v1/auth/prelogin", "/v1/auth/login", "/v1/auth/me", "/v1/auth/logout", "/v1/auth/password",
-		"/v1/accounts/tokens", "/v1/accounts", "/v1/accounts/{provider}/token", "/v1/accounts/{provider}/revoke", "/v1/accounts/{provider}/rotate-egress"} {
+		"/v1/accounts/tokens", "/v1/accounts", "/v1/accounts/{provider}/token", "/v1/accounts/{provider}/revoke", "/v1/accounts/{provider}/rotate-egress", "/v1/accounts/{provider}/link/start", "/v1/accounts/link", "/v1/accounts/link/sessions/{session_id}"} {
 		mux.Handle(p, notAllowed)
 	}
 	mux.Handle("/v1/", s.handle(func(http.ResponseWriter, *http.Request) error {
@@ -207,6 +230,9 @@ func (s *Server) Run(ctx context.Context, ready func(addr net.Addr)) error {
 	if ready != nil {
 		ready(ln.Addr())
 	}
+	rctx, stopReconcile := context.WithCancel(ctx)
+	waitReconcile := s.startLoginVMReconcile(rctx)
+	defer func() { stopReconcile(); waitReconcile() }()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

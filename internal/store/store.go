@@ -272,6 +272,7 @@ type Store interface {
 	ProviderTokens
 	Egress
 	Conversations
+	LoginVMStore
 	// Ping checks the database is reachable and migrated (for /readyz).
 	Ping(ctx context.Context) error
 	// Close releases the connections. Safe twice.

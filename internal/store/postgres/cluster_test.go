@@ -70,7 +70,7 @@ func startShared() {
 		if _, _, err := postgres.Migrate(tb.Context(), dsn, nil); err != nil {
 			tb.Fatalf("migrating the template database: %v", err)
 		}
-		c.Psql(tb, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN NOINHERIT; GRANT polydev_app, polydev_auth TO %[1]s;", appLogin))
+		c.Psql(tb, "postgres", fmt.Sprintf("CREATE ROLE %s LOGIN NOINHERIT; GRANT polydev_app, polydev_auth, polydev_vmm TO %[1]s;", appLogin))
 		shared.c, shared.ready = c, true
 	}()
 	<-done

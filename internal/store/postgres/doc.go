@@ -7,7 +7,7 @@
 // Every table in the public schema has row-level security enabled and
 // forced: a query only ever sees, changes or deletes the rows that a policy
 // lets through, and a role without a policy on a table sees none of its
-// rows. The policies are written against two database roles, neither of
+// rows. The policies are written against three database roles, neither of
 // which owns a table, is a superuser or may bypass row-level security:
 //
 //   - polydev_app does all the work done on a user's behalf. Its policies
@@ -19,10 +19,15 @@
 //     authenticated: a user by email, a session by its token hash (and
 //     recording its last use), and appending audit events that belong to no
 //     account. It can do nothing else.
+//   - polydev_vmm is the login-VM manager's reconcile, which runs without
+//     a signed-in user: it may read the metadata columns (no WebRTC data)
+//     of the live vm_sessions rows of the host named by the transaction's
+//     polydev.host_id setting, and nothing else. Changes to a session are
+//     made as its owner, under polydev_app's policies.
 //
-// The application logs in as a third role that is merely a member of both
+// The application logs in as another role that is merely a member of all three
 // and has no privileges of its own. Every transaction this package opens
-// starts by switching to one of the two roles for that transaction only
+// starts by switching to one of these roles for that transaction only
 // (the equivalent of SET LOCAL ROLE) and, for polydev_app, by setting the
 // claims to the acting user's id, the way Supabase's PostgREST does
 // (request.jwt.claims = {"sub": id}). The claims come from the `as`
@@ -48,9 +53,9 @@
 // is then created by the operator:
 //
 //	CREATE ROLE polydev_login LOGIN NOINHERIT PASSWORD '...';
-//	GRANT polydev_app, polydev_auth TO polydev_login;
+//	GRANT polydev_app, polydev_auth, polydev_vmm TO polydev_login;
 //
-// NOINHERIT matters: the login role may switch to the two roles but must
+// NOINHERIT matters: the login role may switch to these roles but must
 // not hold their privileges by itself, or a statement outside a
 // transaction of this package would run with polydev_auth's reach. Ping
 // refuses to report ready when the login role can reach an application

@@ -49,6 +49,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Erasure", testErasure},
 		{"Timestamps", testTimestamps},
 		{"HostileValues", testHostileValues},
+		{"VMSessions", testVMSessions},
+		{"VMSessionsRace", testVMSessionsRace},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t)

@@ -1,0 +1,56 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// benchmarks run by `polydev bench <name>`.
+func benchmarks() map[string]func(ctx context.Context, e env, args []string) error {
+	return map[string]func(ctx context.Context, e env, args []string) error{
+		"vm": runBenchVM,
+	}
+}
+
+func runBench(ctx context.Context, e env, args []string) error {
+	bs := benchmarks()
+	var names []string
+	for n := range bs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprintf(e.stderr, "Usage: polydev bench <%s> [flags]\n\nMeasures a component on this host; 'polydev bench <name> -h' for its flags.\n", strings.Join(names, "|"))
+		if len(args) == 0 {
+			return errUsage
+		}
+		return nil
+	}
+	b, ok := bs[args[0]]
+	if !ok {
+		fmt.Fprintf(e.stderr, "polydev bench: unknown benchmark %q (have: %s)\n", args[0], strings.Join(names, ", "))
+		return errUsage
+	}
+	return b(ctx, e, args[1:])
+}
+
+// percentile returns the nearest-rank p-th percentile of ds, in
+// milliseconds with microsecond resolution.
+func percentile(ds []time.Duration, p float64) float64 {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	rank := int(p/100*float64(len(s)) + 0.999999)
+	if rank < 1 {
+		rank = 1
+	}
+	if rank > len(s) {
+		rank = len(s)
+	}
+	return float64(s[rank-1].Microseconds()) / 1000
+}
