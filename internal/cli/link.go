@@ -47,14 +47,14 @@ func runLink(ctx context.Context, e env, args []string) error {
 		if len(args) > 0 {
 			w = e.stdout
 		}
-		fmt.Fprintf(w, "Usage: polydev link <command> [flags]\n%s\n\nBy API key:\n", linkHelp)
+		fmt.Fprintf(w, "Usage: polydev link <command> [flags]\n%s\n\nCommands:\n", linkHelp)
 		for _, c := range linkCommands() {
 			fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 		}
-		fmt.Fprintf(w, "\nSigning in to a provider's own CLI instead (subscriptions):\n%s\n\n", linkVMHelp)
 		for _, c := range vmLinkCommands() {
 			fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
 		}
+		fmt.Fprintf(w, "\nstart, status and stop sign in to a provider's own CLI (subscriptions) instead:\n%s\n", linkVMHelp)
 		fmt.Fprintln(w, "\nSee also: polydev accounts (list what is linked).")
 		if len(args) == 0 {
 			return errUsage
