@@ -241,8 +241,10 @@ type fakeStream struct {
 	msgID  string
 	prompt string
 	answer strings.Builder
-	// stored and incomplete say what the fake keeps when the script ends.
+	// stored and incomplete say what the fake keeps; keep stores the turn
+	// (called by done and by a stored fail, before the event is written).
 	stored, incomplete bool
+	keep               func()
 }
 
 // chunkEvent is the text of a data event for chunk seq, encrypted at the
@@ -268,6 +270,7 @@ func (s *fakeStream) chunk(seq uint64, final bool, text string) {
 
 func (s *fakeStream) done() {
 	s.stored = true
+	s.keep() // stored before the client hears of it, as the real server does
 	b, _ := json.Marshal(api.StreamDone{AssistantMessageID: s.msgID, Model: "fake-model", Usage: api.Usage{InputTokens: 3, OutputTokens: 5},
 		FinishReason: "stop", DurationMS: 42, EgressPort: 10001})
 	s.raw("event: done\ndata: " + string(b) + "\n\n")
@@ -275,6 +278,9 @@ func (s *fakeStream) done() {
 
 func (s *fakeStream) fail(kind string, stored bool) {
 	s.stored, s.incomplete = stored, true
+	if stored {
+		s.keep()
+	}
 	b, _ := json.Marshal(api.StreamError{Error: api.ErrorDetail{Code: kind, Message: "the provider broke off"},
 		Stored: stored, Incomplete: true, RetryAfterMS: 2000})
 	s.raw("event: error\ndata: " + string(b) + "\n\n")
@@ -358,23 +364,22 @@ func (f *fakeChat) send(w http.ResponseWriter, r *http.Request) {
 	if script == nil {
 		script = echo
 	}
+	s.keep = func() {
+		answer, _ := crypto.Seal(key, crypto.MessageContext(user, req.AssistantMessageID), []byte(s.answer.String()))
+		status := "complete"
+		if s.incomplete {
+			status = "incomplete"
+		}
+		f.mu.Lock()
+		now := time.Now().UTC()
+		c.msgs = append(c.msgs,
+			api.Message{ID: req.PromptMessageID, Role: "user", EncryptedContent: req.EncryptedPrompt, Status: "complete", CreatedAt: now},
+			api.Message{ID: req.AssistantMessageID, Role: "assistant", EncryptedContent: answer, Status: status, Model: g.Model,
+				TokensUsed: 8, DurationMS: 42, CreatedAt: now})
+		c.c.UpdatedAt = now
+		f.mu.Unlock()
+	}
 	script(s)
-	if !s.stored {
-		return
-	}
-	answer, _ := crypto.Seal(key, crypto.MessageContext(user, req.AssistantMessageID), []byte(s.answer.String()))
-	status := "complete"
-	if s.incomplete {
-		status = "incomplete"
-	}
-	f.mu.Lock()
-	now = time.Now().UTC()
-	c.msgs = append(c.msgs,
-		api.Message{ID: req.PromptMessageID, Role: "user", EncryptedContent: req.EncryptedPrompt, Status: "complete", CreatedAt: now},
-		api.Message{ID: req.AssistantMessageID, Role: "assistant", EncryptedContent: answer, Status: status, Model: g.Model,
-			TokensUsed: 8, DurationMS: 42, CreatedAt: now})
-	c.c.UpdatedAt = now
-	f.mu.Unlock()
 }
 
 func equalTemp(a, b *float64) bool { return a == nil && b == nil || a != nil && b != nil && *a == *b }
