@@ -27,9 +27,11 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"account", "register, log in, change password, delete an account", runAccount},
+		{"image", "build a runtime container image (OCI rootfs)", runImage},
 		{"migrate", "bring the database schema to this build's version", runMigrate},
 		{"serve", "run the control plane (HTTP API and web app)", runServe},
 		{"version", "print the build's version", runVersion},
+		{"worker", "the program inside a runtime container (not for direct use)", runWorker},
 	}
 }
 
