@@ -2,6 +2,8 @@ package runc
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 	"sync"
 
 	gorunc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -200,3 +203,43 @@ func (p *Pool) Reconcile(ctx context.Context) error {
 	p.metrics.reclaimed.Add(float64(n))
 	return nil
 }
+
+// Exec runs args in the leased container as another worker process (same
+// user, capabilities, seccomp profile and limits) and returns what it
+// printed, stdout and stderr together. Tests use it for isolation probes.
+func (l *Lease) Exec(ctx context.Context, args ...string) ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(l.c.dir, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return nil, err
+	}
+	proc := *spec.Process
+	proc.Args = args
+	var out bytes.Buffer
+	err = l.p.rc.Exec(ctx, l.c.id, proc, &gorunc.ExecOpts{IO: &bufIO{&out}})
+	return out.Bytes(), err
+}
+
+// InitPID is the host pid of the container's worker.
+func (l *Lease) InitPID(ctx context.Context) (int, error) {
+	st, err := l.p.rc.State(ctx, l.c.id)
+	if err != nil {
+		return 0, err
+	}
+	return st.Pid, nil
+}
+
+// Dir is the container's directory on the host.
+func (l *Lease) Dir() string { return l.c.dir }
+
+type bufIO struct{ b *bytes.Buffer }
+
+func (b *bufIO) Stdin() io.WriteCloser  { return nil }
+func (b *bufIO) Stdout() io.ReadCloser  { return nil }
+func (b *bufIO) Stderr() io.ReadCloser  { return nil }
+func (b *bufIO) Close() error           { return nil }
+func (b *bufIO) Set(cmd *exec.Cmd)      { cmd.Stdout, cmd.Stderr = b.b, b.b }
+func (b *bufIO) CloseAfterStart() error { return nil }

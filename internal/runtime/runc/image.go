@@ -31,11 +31,18 @@ var manifests embed.FS
 type Manifest struct {
 	Name    string `json:"name"`
 	Comment string `json:"comment,omitempty"`
-	// Dirs are created empty (mode 0755): mount points and parents.
-	Dirs []string `json:"dirs"`
+	// Dirs are created empty: mount points and their parents. A tmpfs
+	// mounted on one takes its mode, so /tmp is 1777.
+	Dirs []ManifestDir `json:"dirs"`
 	// Files are copied in. From is a host path, or "@polydev" for the
 	// static polydev binary given to Build.
 	Files []ManifestFile `json:"files"`
+}
+
+// ManifestDir is one directory of an image.
+type ManifestDir struct {
+	Path string `json:"path"`
+	Mode string `json:"mode,omitempty"` // octal; default "0755"
 }
 
 // ManifestFile is one file of an image.
@@ -97,10 +104,20 @@ func Build(m Manifest, binary, dir string) (BuildResult, error) {
 		_ = os.RemoveAll(tmp)
 		return BuildResult{}, fmt.Errorf("image %s: %w", m.Name, err)
 	}
+	dirModes := map[string]os.FileMode{}
 	for _, d := range m.Dirs {
-		if err := os.MkdirAll(filepath.Join(root, cleanIn(d)), 0o755); err != nil {
+		mode := uint64(0o755)
+		if d.Mode != "" {
+			var err error
+			if mode, err = strconv.ParseUint(d.Mode, 8, 32); err != nil {
+				return fail(fmt.Errorf("dir %s: mode %q: %w", d.Path, d.Mode, err))
+			}
+		}
+		p := filepath.Join(root, cleanIn(d.Path))
+		if err := os.MkdirAll(p, 0o755); err != nil {
 			return fail(err)
 		}
+		dirModes[p] = fileMode(mode)
 	}
 	for _, f := range m.Files {
 		from := f.From
@@ -115,7 +132,7 @@ func Build(m Manifest, binary, dir string) (BuildResult, error) {
 		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
 			return fail(err)
 		}
-		if err := copyFile(from, to, os.FileMode(mode)); err != nil {
+		if err := copyFile(from, to, fileMode(mode)); err != nil {
 			return fail(err)
 		}
 	}
@@ -139,7 +156,11 @@ func Build(m Manifest, binary, dir string) (BuildResult, error) {
 			return fail(err)
 		}
 		if fi.IsDir() {
-			if err := os.Chmod(p, 0o755); err != nil {
+			mode, ok := dirModes[p]
+			if !ok {
+				mode = 0o755
+			}
+			if err := os.Chmod(p, mode); err != nil {
 				return fail(err)
 			}
 		}
@@ -242,4 +263,20 @@ func checkStatic(binary string) error {
 		}
 	}
 	return nil
+}
+
+// fileMode converts octal permission bits, with sticky, setuid and setgid
+// in their Unix places, to an os.FileMode.
+func fileMode(m uint64) os.FileMode {
+	mode := os.FileMode(m & 0o777)
+	if m&0o1000 != 0 {
+		mode |= os.ModeSticky
+	}
+	if m&0o2000 != 0 {
+		mode |= os.ModeSetgid
+	}
+	if m&0o4000 != 0 {
+		mode |= os.ModeSetuid
+	}
+	return mode
 }
