@@ -3,8 +3,8 @@ package runc
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	gorunc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -140,19 +141,20 @@ func mountsUnder(dir string) []string {
 // before anything starts (the start-up reclaim); the loop runs it on a
 // timer. Each removal is logged.
 func (p *Pool) Reconcile(ctx context.Context) error {
-	p.mu.Lock()
-	live := make(map[string]bool, len(p.all))
-	for id := range p.all {
-		live[id] = true
+	// A container that starts while this runs is in p.all before runc
+	// or the filesystem know it, so asking p.all at each step is enough.
+	live := func(id string) bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.all[id] != nil
 	}
-	p.mu.Unlock()
 	n := 0
 	list, err := p.rc.List(ctx)
 	if err != nil {
 		return fmt.Errorf("runtime pool: reconcile: runc list: %w", err)
 	}
 	for _, c := range list {
-		if live[c.ID] {
+		if live(c.ID) {
 			continue
 		}
 		if err := p.rc.Delete(ctx, c.ID, &gorunc.DeleteOpts{Force: true}); err != nil {
@@ -162,17 +164,25 @@ func (p *Pool) Reconcile(ctx context.Context) error {
 		n++
 		p.log.Info("runtime pool: reclaimed container", "container", c.ID, "status", c.Status)
 	}
-	for _, d := range cgroupDirs(func(name string) bool { return strings.HasPrefix(name, p.prefix+"-") && !live[name] }) {
-		// A cgroup whose processes survived runc delete: kill them first.
-		if b, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil {
-			for _, f := range strings.Fields(string(b)) {
-				var pid int
-				if _, err := fmt.Sscan(f, &pid); err == nil && pid > 0 {
-					_ = unix.Kill(pid, unix.SIGKILL)
+	for _, d := range cgroupDirs(func(name string) bool { return strings.HasPrefix(name, p.prefix+"-") && !live(name) }) {
+		// A cgroup whose processes survived runc delete: kill them first,
+		// and give the kernel a moment to let them go.
+		var err error
+		for try := 0; try < 50; try++ {
+			if b, rerr := os.ReadFile(filepath.Join(d, "cgroup.procs")); rerr == nil {
+				for _, f := range strings.Fields(string(b)) {
+					var pid int
+					if _, err := fmt.Sscan(f, &pid); err == nil && pid > 0 {
+						_ = unix.Kill(pid, unix.SIGKILL)
+					}
 				}
 			}
+			if err = unix.Rmdir(d); err == nil || errors.Is(err, unix.ENOENT) || !errors.Is(err, unix.EBUSY) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if err := unix.Rmdir(d); err != nil && !errors.Is(err, unix.ENOENT) {
+		if err != nil && !errors.Is(err, unix.ENOENT) {
 			p.log.Warn("runtime pool: reclaim cgroup failed", "cgroup", d, "err", err)
 			continue
 		}
@@ -182,7 +192,7 @@ func (p *Pool) Reconcile(ctx context.Context) error {
 	cdir := filepath.Join(p.cfg.Root, "c")
 	ents, _ := os.ReadDir(cdir)
 	for _, e := range ents {
-		if live[e.Name()] {
+		if live(e.Name()) {
 			continue
 		}
 		dir := filepath.Join(cdir, e.Name())

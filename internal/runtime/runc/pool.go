@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	gorunc "github.com/containerd/go-runc"
@@ -212,8 +213,10 @@ func New(ctx context.Context, cfg Config) (*Pool, error) {
 	}
 	sum := sha256.Sum256([]byte(cfg.Root))
 	p := &Pool{
-		cfg:     cfg,
-		rc:      &gorunc.Runc{Command: cfg.Runc, Root: filepath.Join(cfg.Root, "runc")},
+		cfg: cfg,
+		// runc processes die with the pool's owner, so a killed owner cannot
+		// leave a runc run that completes after the next start's reclaim.
+		rc:      &gorunc.Runc{Command: cfg.Runc, Root: filepath.Join(cfg.Root, "runc"), PdeathSignal: syscall.SIGKILL},
 		prefix:  "polydev-" + hex.EncodeToString(sum[:4]),
 		rootfs:  rootfs,
 		log:     cfg.Log,
