@@ -27,6 +27,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"account", "register, log in, change password, delete an account", runAccount},
+		{"bench", "measure the runtime pool and chat streaming through it", runBench},
 		{"image", "build a runtime container image (OCI rootfs)", runImage},
 		{"migrate", "bring the database schema to this build's version", runMigrate},
 		{"serve", "run the control plane (HTTP API and web app)", runServe},

@@ -170,30 +170,47 @@ func echoTask(ctx context.Context, task worker.Task, client *http.Client, emit f
 	}
 	res := &worker.Result{MessageID: task.Job.AssistantMessageID, EgressPort: task.Job.Egress.Port, Model: "echo"}
 	if task.BaseURL != "" {
-		body, err := fetch(ctx, client, task.BaseURL)
-		if err != nil {
+		if err := streamURL(ctx, client, task.BaseURL, func(b []byte) error {
+			err := emit(worker.Event{Chunk: &worker.Chunk{Seq: seq, EncryptedChunk: string(b)}})
+			seq++
+			return err
+		}); err != nil {
 			res.Error = &worker.Error{Kind: "upstream", Message: err.Error()}
 			res.Incomplete = true
-		} else if err := emit(worker.Event{Chunk: &worker.Chunk{Seq: seq, Final: true, EncryptedChunk: string(body)}}); err != nil {
-			return err
 		}
 	}
 	res.DurationMS = time.Since(start).Milliseconds()
 	return emit(worker.Event{Done: res})
 }
 
-func fetch(ctx context.Context, client *http.Client, url string) ([]byte, error) {
+// streamURL GETs url through client and hands each piece of the body to
+// fn as it arrives.
+func streamURL(ctx context.Context, client *http.Client, url string, fn func([]byte) error) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, errors.New(resp.Status)
+		return errors.New(resp.Status)
 	}
-	return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if err := fn(buf[:n]); err != nil {
+				return err
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
