@@ -14,6 +14,7 @@ import (
 
 	"polydev/internal/buildinfo"
 	"polydev/internal/crypto"
+	"polydev/internal/runtime"
 	"polydev/internal/store"
 )
 
@@ -34,6 +35,15 @@ type Config struct {
 	PreloginSecret []byte
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// RuntimeKeys and Runtime reach the runtime supervisor (in this process
+	// or over its socket). Without them chat answers 503.
+	RuntimeKeys runtime.Keys
+	Runtime     runtime.Runner
+	// MaxStreamsPerUser caps a user's concurrent chat streams (0: 4).
+	MaxStreamsPerUser int
+	// Heartbeat is the interval of SSE keep-alive comments (0: 15 s).
+	Heartbeat time.Duration
 }
 
 // Validate checks the configuration once, with clear errors.
@@ -66,6 +76,7 @@ type Server struct {
 	now    func() time.Time
 
 	accountLimit, ipLimit *failureLimiter
+	streams               *streamLimiter
 	dummyHash, dummySalt  []byte
 	dummyAlgo             string
 }
@@ -84,6 +95,13 @@ func New(cfg Config, log *slog.Logger, assets fs.FS) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	if s.cfg.MaxStreamsPerUser <= 0 {
+		s.cfg.MaxStreamsPerUser = 4
+	}
+	if s.cfg.Heartbeat <= 0 {
+		s.cfg.Heartbeat = 15 * time.Second
+	}
+	s.streams = &streamLimiter{max: s.cfg.MaxStreamsPerUser, active: map[string]int{}}
 	s.dummyHash, s.dummySalt, s.dummyAlgo = crypto.DummyAuthHash()
 	return s, nil
 }
@@ -100,6 +118,13 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /v1/auth/me", s.handle(s.authenticated(s.deleteAccount)))
 	mux.Handle("POST /v1/auth/logout", s.handle(s.authenticated(s.logout)))
 	mux.Handle("POST /v1/auth/password", s.handle(s.authenticated(s.changePassword)))
+	mux.Handle("GET /v1/runtime/key", s.handle(s.runtimeKey))
+	mux.Handle("GET /v1/accounts/{provider}/token", s.handle(s.authenticated(s.sealedToken)))
+	mux.Handle("POST /v1/chat/sessions", s.handle(s.authenticated(s.createConversation)))
+	mux.Handle("GET /v1/chat/sessions", s.handle(s.authenticated(s.listConversations)))
+	mux.Handle("GET /v1/chat/{id}", s.handle(s.authenticated(s.conversation)))
+	mux.Handle("DELETE /v1/chat/{id}", s.handle(s.authenticated(s.deleteConversation)))
+	mux.Handle("POST /v1/chat/{id}/messages", s.handle(s.authenticated(s.sendMessage)))
 	notAllowed := s.handle(func(http.ResponseWriter, *http.Request) error {
 		return errorf(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
 	})

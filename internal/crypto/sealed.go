@@ -324,3 +324,19 @@ func checkX25519Public(u []byte) error {
 	}
 	return nil
 }
+
+// CheckSealedText checks that text is the text form of a sealed envelope of
+// at most maxBytes bytes, with a suite this implementation accepts — the
+// shape a server can verify of a grant or a sealed credential it cannot
+// open.
+func CheckSealedText(text string, maxBytes int) error {
+	if len(text) > (maxBytes+2)/3*4 {
+		return fmt.Errorf("%w: envelope longer than %d bytes", ErrMalformed, maxBytes)
+	}
+	b, err := DecodeText(text)
+	if err != nil {
+		return err
+	}
+	_, _, _, err = parseSealed(b)
+	return err
+}

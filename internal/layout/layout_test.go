@@ -79,7 +79,7 @@ func TestEveryPackageHasADocComment(t *testing.T) {
 // Only internal/crypto handles raw keys: no other package may reach for
 // the primitives that would let it.
 func TestOnlyCryptoUsesPrimitives(t *testing.T) {
-	primitives := []string{"crypto/aes", "crypto/cipher", "crypto/hpke", "crypto/hkdf", "crypto/pbkdf2", "crypto/mlkem",
+	primitives := []string{"crypto/aes", "crypto/cipher", "crypto/ed25519", "crypto/hpke", "crypto/hkdf", "crypto/pbkdf2", "crypto/mlkem",
 		"golang.org/x/crypto/argon2", "golang.org/x/crypto/chacha20poly1305", "golang.org/x/crypto/nacl/box"}
 	for _, p := range packages(t) {
 		if filepath.ToSlash(p.dir) == "internal/crypto" {

@@ -184,3 +184,7 @@ func Retryable(err error) bool {
 	}
 	return false
 }
+
+// ErrStreamClosed is what Next returns after the caller closed the stream
+// before it ended.
+var ErrStreamClosed = errors.New("provider: stream closed")

@@ -24,7 +24,7 @@ type KeyInfo struct {
 	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt time.Time `json:"expires_at"`
 	// Identity is the runtime's long-term Ed25519 public key, and Signature
-	// its signature over the key statement (docs/crypto.md); clients pin
+	// its signature over the key statement (docs/crypto.md §11); clients pin
 	// Identity on first use.
 	Identity  string `json:"identity"`
 	Signature string `json:"signature"`

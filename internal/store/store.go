@@ -138,8 +138,41 @@ type Message struct {
 	EgressIP         string
 	EgressPort       int
 	DurationMS       int64
-	CreatedAt        time.Time
+	// Status is MessageComplete, or MessageIncomplete for an answer that
+	// broke off (a provider failure or a cancelled stream) and was stored
+	// as far as it arrived. Empty means complete.
+	Status    string
+	CreatedAt time.Time
 }
+
+// Message roles.
+const (
+	MessageRoleUser      = "user"
+	MessageRoleAssistant = "assistant"
+	MessageRoleSystem    = "system"
+	MessageRoleTool      = "tool"
+)
+
+// Message statuses.
+const (
+	MessageComplete   = "complete"
+	MessageIncomplete = "incomplete"
+)
+
+// Page selects one page of a list: at most Limit rows (0 means
+// DefaultPageLimit; above MaxPageLimit is ErrInvalid) after Cursor, the
+// opaque value a previous page returned ("" for the first page). A cursor
+// that does not parse is ErrInvalid.
+type Page struct {
+	Limit  int
+	Cursor string
+}
+
+// Page sizes.
+const (
+	DefaultPageLimit = 50
+	MaxPageLimit     = 200
+)
 
 // Accounts keeps users. Scoped methods see only the acting user.
 type Accounts interface {
@@ -202,17 +235,21 @@ type Conversations interface {
 	// CreatedAt and UpdatedAt.
 	CreateConversation(ctx context.Context, as string, c *Conversation) error
 	Conversation(ctx context.Context, as, id string) (*Conversation, error)
-	// Conversations lists the acting user's conversations, most recently
-	// updated first.
-	Conversations(ctx context.Context, as string) ([]Conversation, error)
+	// Conversations lists one page of the acting user's conversations, most
+	// recently updated first, and the cursor of the next page ("" after the
+	// last). A conversation updated while paging may be seen twice or
+	// missed; none is repeated within a page.
+	Conversations(ctx context.Context, as string, page Page) ([]Conversation, string, error)
 	// SetConversationTitle replaces the encrypted title and bumps UpdatedAt.
 	SetConversationTitle(ctx context.Context, as, id, encryptedTitle string) error
 	DeleteConversation(ctx context.Context, as, id string) error
-	// AddMessage appends m to one of the acting user's conversations and
-	// bumps its UpdatedAt.
-	AddMessage(ctx context.Context, as string, m *Message) error
-	// Messages lists a conversation's messages, oldest first.
-	Messages(ctx context.Context, as, conversationID string) ([]Message, error)
+	// AddMessages appends ms, in order and in one transaction (all or
+	// none), to one of the acting user's conversations and bumps its
+	// UpdatedAt. Every message names the same conversation.
+	AddMessages(ctx context.Context, as string, ms ...*Message) error
+	// Messages lists one page of a conversation's messages, oldest first,
+	// and the cursor of the next page ("" after the last).
+	Messages(ctx context.Context, as, conversationID string, page Page) ([]Message, string, error)
 }
 
 // Store is everything the control plane keeps. It must be closed.

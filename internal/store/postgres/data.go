@@ -2,7 +2,11 @@ package postgres
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -163,17 +167,35 @@ func (db *DB) Conversation(ctx context.Context, as, id string) (*store.Conversat
 	return &c, nil
 }
 
-// Conversations lists the acting user's conversations, most recently
-// updated first.
-func (db *DB) Conversations(ctx context.Context, as string) ([]store.Conversation, error) {
+// Conversations lists one page of the acting user's conversations, most
+// recently updated first (ties: by id, descending), and the cursor of the
+// next page. An `as` that is not a UUID has no conversations.
+func (db *DB) Conversations(ctx context.Context, as string, page store.Page) ([]store.Conversation, string, error) {
+	const op = "conversations"
+	limit, err := pageLimit(op, page)
+	if err != nil {
+		return nil, "", err
+	}
+	var after cursor
+	if page.Cursor != "" {
+		if after, err = decodeCursor(op, conversationCursor, page.Cursor); err != nil {
+			return nil, "", err
+		}
+	}
 	user, ok := parseID(as)
 	if !ok {
-		return nil, nil
+		return nil, "", nil
 	}
 	var list []store.Conversation
-	err := db.asUser(ctx, user, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, "select "+conversationColumns+` from conversations
-			where user_id = $1 order by updated_at desc, created_at desc, id`, user)
+	err = db.asUser(ctx, user, func(tx pgx.Tx) error {
+		// One more row than asked tells whether there is a next page.
+		q, args := "select "+conversationColumns+" from conversations where user_id = $1", []any{user, limit + 1}
+		if page.Cursor != "" {
+			q += " and (updated_at, id) < ($3, $4)"
+			args = append(args, after.at, after.id)
+		}
+		q += " order by updated_at desc, id desc limit $2"
+		rows, err := tx.Query(ctx, q, args...)
 		if err != nil {
 			return err
 		}
@@ -182,7 +204,16 @@ func (db *DB) Conversations(ctx context.Context, as string) ([]store.Conversatio
 		})
 		return err
 	})
-	return list, wrap("conversations", err)
+	if err != nil {
+		return nil, "", wrap(op, err)
+	}
+	var next string
+	if len(list) > limit {
+		list = list[:limit]
+		last := list[limit-1]
+		next = encodeCursor(conversationCursor, last.UpdatedAt, last.ID)
+	}
+	return list, next, nil
 }
 
 // SetConversationTitle replaces the title of one of the acting user's
@@ -214,52 +245,125 @@ func (db *DB) DeleteConversation(ctx context.Context, as, id string) error {
 	}))
 }
 
-// AddMessage appends m to one of the acting user's conversations. The
-// conversation's UpdatedAt is bumped first: if no row is updated, the
-// conversation is missing or someone else's, store.ErrNotFound, before the
-// message policy would turn the insert into a privilege error. m.ID is
-// the client's and must be a UUID.
-func (db *DB) AddMessage(ctx context.Context, as string, m *store.Message) error {
-	const op = "add message"
-	user, ok1 := parseID(as)
-	cid, ok2 := parseID(m.ConversationID)
-	if !ok1 || !ok2 {
+const messageColumns = `id, conversation_id, role, encrypted_content, tokens_used, model, egress_ip, decodo_port,
+	duration_ms, status, created_at`
+
+// AddMessages appends ms, in order and all or none, to one of the acting
+// user's conversations. The conversation's UpdatedAt is bumped first, to
+// now or to the newest message's time, whichever is later: if no row is
+// updated, the conversation is missing or someone else's,
+// store.ErrNotFound, before the message policy would turn the inserts into
+// a privilege error. Every message must name the same conversation and
+// carry its own UUID (store.ErrInvalid otherwise, as is an empty batch);
+// a zero CreatedAt becomes the transaction's time, an empty Status
+// store.MessageComplete. On success the records hold what was stored.
+//
+// The inserts go in one pgx batch, one round trip, executed in order; the
+// identity column seq records that order, which breaks ties of created_at.
+func (db *DB) AddMessages(ctx context.Context, as string, ms ...*store.Message) error {
+	const op = "add messages"
+	user, ok := parseID(as)
+	if !ok {
 		return wrap(op, store.ErrNotFound)
 	}
-	id, ok := parseID(m.ID)
-	if !ok {
-		return fmt.Errorf("postgres: %s: message id is not a UUID: %w", op, store.ErrInvalid)
+	cid, err := batchConversation(ms)
+	if err != nil {
+		return wrap(op, err)
 	}
-	var created time.Time
-	err := db.asUser(ctx, user, func(tx pgx.Tx) error {
-		if err := mustAffect(tx.Exec(ctx, "update conversations set updated_at = now() where id = $1", cid)); err != nil {
+	ids := make([]uuid.UUID, len(ms))
+	statuses := make([]string, len(ms))
+	var latest *time.Time // the newest explicit CreatedAt
+	for i, m := range ms {
+		if ids[i], ok = parseID(m.ID); !ok {
+			return fmt.Errorf("postgres: %s: message id is not a UUID: %w", op, store.ErrInvalid)
+		}
+		if statuses[i] = m.Status; statuses[i] == "" {
+			statuses[i] = store.MessageComplete
+		}
+		if !m.CreatedAt.IsZero() && (latest == nil || m.CreatedAt.After(*latest)) {
+			latest = &m.CreatedAt
+		}
+	}
+	created := make([]time.Time, len(ms))
+	err = db.asUser(ctx, user, func(tx pgx.Tx) error {
+		// greatest ignores a NULL $2.
+		if err := mustAffect(tx.Exec(ctx, "update conversations set updated_at = greatest(updated_at, now(), $2) where id = $1",
+			cid, latest)); err != nil {
 			return err
 		}
-		return tx.QueryRow(ctx, `insert into messages (id, conversation_id, role, encrypted_content, tokens_used,
-				model, egress_ip, decodo_port, duration_ms)
-			values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning created_at`,
-			id, cid, m.Role, m.EncryptedContent, m.TokensUsed, m.Model, m.EgressIP, m.EgressPort, m.DurationMS,
-		).Scan(&created)
+		b := &pgx.Batch{}
+		for i, m := range ms {
+			b.Queue(`insert into messages (`+messageColumns+`)
+				values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now())) returning created_at`,
+				ids[i], cid, m.Role, m.EncryptedContent, m.TokensUsed, m.Model, m.EgressIP, m.EgressPort, m.DurationMS,
+				statuses[i], nullTime(m.CreatedAt))
+		}
+		results := tx.SendBatch(ctx, b)
+		for i := range ms {
+			if err := results.QueryRow().Scan(&created[i]); err != nil {
+				results.Close()
+				return err
+			}
+		}
+		return results.Close()
 	})
 	if err != nil {
 		return wrap(op, err)
 	}
-	m.ID, m.ConversationID, m.CreatedAt = id.String(), cid.String(), created.UTC()
+	for i, m := range ms {
+		m.ID, m.ConversationID, m.Status, m.CreatedAt = ids[i].String(), cid.String(), statuses[i], created[i].UTC()
+	}
 	return nil
 }
 
-// Messages lists the messages of one of the acting user's conversations,
-// oldest first. A missing or foreign conversation is store.ErrNotFound,
-// not an empty list.
-func (db *DB) Messages(ctx context.Context, as, conversationID string) ([]store.Message, error) {
+// batchConversation returns the conversation every message of a batch
+// names. An empty batch, a nil message or messages of different
+// conversations are store.ErrInvalid; a first conversation id that is not
+// a UUID names no conversation: store.ErrNotFound.
+func batchConversation(ms []*store.Message) (uuid.UUID, error) {
+	if len(ms) == 0 {
+		return uuid.Nil, fmt.Errorf("no messages: %w", store.ErrInvalid)
+	}
+	if slices.Contains(ms, nil) {
+		return uuid.Nil, fmt.Errorf("nil message: %w", store.ErrInvalid)
+	}
+	cid, ok := parseID(ms[0].ConversationID)
+	if !ok {
+		return uuid.Nil, store.ErrNotFound
+	}
+	for _, m := range ms[1:] {
+		if c, ok := parseID(m.ConversationID); !ok || c != cid {
+			return uuid.Nil, fmt.Errorf("messages of more than one conversation: %w", store.ErrInvalid)
+		}
+	}
+	return cid, nil
+}
+
+// Messages lists one page of the messages of one of the acting user's
+// conversations, oldest first (ties: in insertion order), and the cursor
+// of the next page. A missing or foreign conversation is
+// store.ErrNotFound, not an empty list. The cursor names the last message
+// of the previous page; one that names no message of this conversation is
+// store.ErrInvalid.
+func (db *DB) Messages(ctx context.Context, as, conversationID string, page store.Page) ([]store.Message, string, error) {
 	const op = "messages"
+	limit, err := pageLimit(op, page)
+	if err != nil {
+		return nil, "", err
+	}
+	var after cursor
+	if page.Cursor != "" {
+		if after, err = decodeCursor(op, messageCursor, page.Cursor); err != nil {
+			return nil, "", err
+		}
+	}
 	user, ok1 := parseID(as)
 	cid, ok2 := parseID(conversationID)
 	if !ok1 || !ok2 {
-		return nil, wrap(op, store.ErrNotFound)
+		return nil, "", wrap(op, store.ErrNotFound)
 	}
 	var list []store.Message
-	err := db.asUser(ctx, user, func(tx pgx.Tx) error {
+	err = db.asUser(ctx, user, func(tx pgx.Tx) error {
 		var visible bool
 		if err := tx.QueryRow(ctx, "select exists (select 1 from conversations where id = $1)", cid).Scan(&visible); err != nil {
 			return err
@@ -267,22 +371,109 @@ func (db *DB) Messages(ctx context.Context, as, conversationID string) ([]store.
 		if !visible {
 			return store.ErrNotFound
 		}
-		rows, err := tx.Query(ctx, `select id, conversation_id, role, encrypted_content, tokens_used, model,
-				egress_ip, decodo_port, duration_ms, created_at
-			from messages where conversation_id = $1 order by created_at, id`, cid)
+		q, args := "select "+messageColumns+" from messages where conversation_id = $1", []any{cid, limit + 1}
+		if page.Cursor != "" {
+			// The position is the cursor message's (created_at, seq); seq
+			// stays inside the store.
+			var at time.Time
+			var seq int64
+			err := tx.QueryRow(ctx, "select created_at, seq from messages where id = $1 and conversation_id = $2",
+				after.id, cid).Scan(&at, &seq)
+			if errors.Is(err, pgx.ErrNoRows) || err == nil && !at.Equal(after.at) {
+				return errBadCursor
+			}
+			if err != nil {
+				return err
+			}
+			q += " and (created_at, seq) > ($3, $4)"
+			args = append(args, at, seq)
+		}
+		q += " order by created_at, seq limit $2"
+		rows, err := tx.Query(ctx, q, args...)
 		if err != nil {
 			return err
 		}
 		list, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Message, error) {
 			var m store.Message
 			err := row.Scan(&m.ID, &m.ConversationID, &m.Role, &m.EncryptedContent, &m.TokensUsed, &m.Model,
-				&m.EgressIP, &m.EgressPort, &m.DurationMS, &m.CreatedAt)
+				&m.EgressIP, &m.EgressPort, &m.DurationMS, &m.Status, &m.CreatedAt)
 			m.CreatedAt = m.CreatedAt.UTC()
 			return m, err
 		})
 		return err
 	})
-	return list, wrap(op, err)
+	if err != nil {
+		return nil, "", wrap(op, err)
+	}
+	var next string
+	if len(list) > limit {
+		list = list[:limit]
+		last := list[limit-1]
+		next = encodeCursor(messageCursor, last.CreatedAt, last.ID)
+	}
+	return list, next, nil
+}
+
+// Pages. A cursor is the sort key of the last row of the previous page,
+// opaque to callers: base64url (no padding) of a kind byte, the row's time
+// as big-endian Unix microseconds and its UUID's 16 bytes, the same format
+// as the SQLite backend's. It holds nothing the caller could not read from
+// that row, and is only ever compared against the acting user's own rows
+// (the policies see to it), so a cursor made for another user reveals
+// nothing of theirs.
+
+const (
+	conversationCursor byte = 'c' // updated_at, id
+	messageCursor      byte = 'm' // created_at, id (its seq is looked up)
+
+	cursorBytes = 1 + 8 + 16
+)
+
+var errBadCursor = fmt.Errorf("malformed page cursor: %w", store.ErrInvalid)
+
+type cursor struct {
+	at time.Time
+	id uuid.UUID
+}
+
+// pageLimit validates a page's limit: 0 is store.DefaultPageLimit,
+// negative or above store.MaxPageLimit is store.ErrInvalid.
+func pageLimit(op string, p store.Page) (int, error) {
+	switch {
+	case p.Limit == 0:
+		return store.DefaultPageLimit, nil
+	case p.Limit < 0 || p.Limit > store.MaxPageLimit:
+		return 0, fmt.Errorf("postgres: %s: page limit %d outside 1..%d: %w", op, p.Limit, store.MaxPageLimit, store.ErrInvalid)
+	}
+	return p.Limit, nil
+}
+
+func encodeCursor(kind byte, at time.Time, id string) string {
+	b := make([]byte, 0, cursorBytes)
+	b = append(b, kind)
+	b = binary.BigEndian.AppendUint64(b, uint64(at.UnixMicro()))
+	u := uuid.MustParse(id) // ids come from the database
+	b = append(b, u[:]...)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// decodeCursor parses a cursor of the given kind, strictly: anything that
+// encodeCursor would not have produced is store.ErrInvalid. Times are
+// held to years 1 to 9999, as in the SQLite backend.
+func decodeCursor(op string, kind byte, s string) (cursor, error) {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	if err != nil || len(b) != cursorBytes || b[0] != kind {
+		return cursor{}, fmt.Errorf("postgres: %s: %w", op, errBadCursor)
+	}
+	at := time.UnixMicro(int64(binary.BigEndian.Uint64(b[1:9]))).UTC()
+	if y := at.Year(); y < 1 || y > 9999 {
+		return cursor{}, fmt.Errorf("postgres: %s: %w", op, errBadCursor)
+	}
+	u, err := uuid.FromBytes(b[9:])
+	if err != nil {
+		return cursor{}, fmt.Errorf("postgres: %s: %w", op, errBadCursor)
+	}
+	return cursor{at: at, id: u}, nil
 }
 
 // stored is a time as the database keeps it: UTC, to the microsecond.

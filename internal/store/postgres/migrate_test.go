@@ -187,9 +187,9 @@ func TestErrors(t *testing.T) {
 		{"event of an unknown user", db.Record(ctx, &store.AuditEvent{UserID: uuid.NewString(), Event: secret}), store.ErrNotFound},
 		{"conversation of an unknown user", db.CreateConversation(ctx, uuid.NewString(),
 			&store.Conversation{ID: storetest.NewID(), Provider: "openai", WrappedKey: secret}), store.ErrNotFound},
-		{"number too large for its column", db.AddMessage(ctx, u.ID, &store.Message{ID: storetest.NewID(), ConversationID: conv.ID,
+		{"number too large for its column", db.AddMessages(ctx, u.ID, &store.Message{ID: storetest.NewID(), ConversationID: conv.ID,
 			Role: "user", EncryptedContent: secret, TokensUsed: huge}), store.ErrInvalid},
-		{"message id not a UUID", db.AddMessage(ctx, u.ID, &store.Message{ID: secret, ConversationID: uuid.NewString()}), store.ErrInvalid},
+		{"message id not a UUID", db.AddMessages(ctx, u.ID, &store.Message{ID: secret, ConversationID: uuid.NewString()}), store.ErrInvalid},
 	} {
 		if !errors.Is(c.err, c.want) {
 			t.Errorf("%s: got %v; want %v", c.what, c.err, c.want)

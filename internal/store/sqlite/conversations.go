@@ -3,7 +3,13 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
 	"time"
+
+	"github.com/google/uuid"
 
 	"polydev/internal/store"
 )
@@ -74,32 +80,56 @@ func (db *DB) Conversation(ctx context.Context, as, id string) (*store.Conversat
 	return &c, nil
 }
 
-// Conversations lists the acting user's conversations, most recently
-// updated first (ties: most recently created first).
-func (db *DB) Conversations(ctx context.Context, as string) ([]store.Conversation, error) {
+// Conversations lists one page of the acting user's conversations, most
+// recently updated first (ties: by id, descending), and the cursor of the
+// next page. An `as` that is not a UUID has no conversations.
+func (db *DB) Conversations(ctx context.Context, as string, page store.Page) ([]store.Conversation, string, error) {
 	const op = "conversations"
+	limit, err := pageLimit(page)
+	if err != nil {
+		return nil, "", fail(ctx, op, err)
+	}
+	var after cursor
+	if page.Cursor != "" {
+		if after, err = decodeCursor(conversationCursor, page.Cursor); err != nil {
+			return nil, "", fail(ctx, op, err)
+		}
+	}
 	as, ok := canonicalID(as)
 	if !ok {
-		return nil, nil
+		return nil, "", nil
 	}
-	rows, err := db.r.QueryContext(ctx, `SELECT `+conversationColumns+` FROM conversations
-		WHERE user_id = ? ORDER BY updated_at DESC, rowid DESC`, as)
+	q, args := `SELECT `+conversationColumns+` FROM conversations WHERE user_id = ?`, []any{as}
+	if page.Cursor != "" {
+		q += ` AND (updated_at, id) < (?, ?)`
+		args = append(args, encodeTime(after.at), after.id)
+	}
+	// One more row than asked tells whether there is a next page.
+	q += ` ORDER BY updated_at DESC, id DESC LIMIT ?`
+	args = append(args, limit+1)
+	rows, err := db.r.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fail(ctx, op, err)
+		return nil, "", fail(ctx, op, err)
 	}
 	defer rows.Close()
 	var out []store.Conversation
 	for rows.Next() {
 		c, err := scanConversation(rows)
 		if err != nil {
-			return nil, fail(ctx, op, err)
+			return nil, "", fail(ctx, op, err)
 		}
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fail(ctx, op, err)
+		return nil, "", fail(ctx, op, err)
 	}
-	return out, nil
+	var next string
+	if len(out) > limit {
+		out = out[:limit]
+		last := out[limit-1]
+		next = encodeCursor(conversationCursor, last.UpdatedAt, last.ID)
+	}
+	return out, next, nil
 }
 
 // SetConversationTitle replaces the encrypted title of one of the acting
@@ -134,72 +164,170 @@ func (db *DB) DeleteConversation(ctx context.Context, as, id string) error {
 }
 
 const messageColumns = `id, conversation_id, role, encrypted_content, tokens_used, model, egress_ip, decodo_port,
-	duration_ms, created_at`
+	duration_ms, status, created_at`
 
-// AddMessage appends m to one of the acting user's conversations
-// (store.ErrNotFound otherwise) and bumps the conversation's updated_at to
-// the message's time, never backwards. m.ID is required; a zero CreatedAt
-// becomes now. A role outside user/assistant/system/tool is
-// store.ErrInvalid.
-func (db *DB) AddMessage(ctx context.Context, as string, m *store.Message) error {
-	const op = "add message"
-	as, ok1 := canonicalID(as)
-	conv, ok2 := canonicalID(m.ConversationID)
-	if !ok1 || !ok2 {
+// AddMessages appends ms, in order and all or none, to one of the acting
+// user's conversations (store.ErrNotFound otherwise), and bumps the
+// conversation's updated_at to now or to the newest message's time,
+// whichever is later, never backwards. Every message must name the same
+// conversation and carry its own UUID (store.ErrInvalid otherwise, as is
+// an empty batch); a zero CreatedAt becomes now, an empty Status
+// store.MessageComplete. A role or status outside the schema's lists is
+// store.ErrInvalid. On success the records hold what was stored.
+//
+// Messages are ordered by created_at and then by seq, the order of
+// insertion, which the table assigns (AUTOINCREMENT, so never reused): a
+// batch keeps its order even when its messages share a time.
+func (db *DB) AddMessages(ctx context.Context, as string, ms ...*store.Message) error {
+	const op = "add messages"
+	as, ok := canonicalID(as)
+	if !ok {
 		return fail(ctx, op, store.ErrNotFound)
 	}
-	if err := ownID(&m.ID, false); err != nil {
+	conv, err := batchConversation(ms)
+	if err != nil {
 		return fail(ctx, op, err)
 	}
-	if m.CreatedAt.IsZero() {
-		m.CreatedAt = time.Now()
+	now := time.Now()
+	latest := now
+	type row struct{ id, status, at string }
+	stored := make([]row, len(ms))
+	for i, m := range ms {
+		id := m.ID
+		if err := ownID(&id, false); err != nil {
+			return fail(ctx, op, err)
+		}
+		at := m.CreatedAt
+		if at.IsZero() {
+			at = now
+		}
+		if err := checkTimes(at); err != nil {
+			return fail(ctx, op, err)
+		}
+		if at.After(latest) {
+			latest = at
+		}
+		status := m.Status
+		if status == "" {
+			status = store.MessageComplete
+		}
+		stored[i] = row{id, status, encodeTime(at)}
 	}
-	if err := checkTimes(m.CreatedAt); err != nil {
-		return fail(ctx, op, err)
-	}
-	at := encodeTime(m.CreatedAt)
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	err = db.write(ctx, func(tx *sql.Tx) error {
 		// The update proves the conversation is the acting user's before
 		// anything is inserted.
 		err := oneRow(tx.ExecContext(ctx, `UPDATE conversations SET updated_at = max(updated_at, ?)
-			WHERE id = ? AND user_id = ?`, at, conv, as))
+			WHERE id = ? AND user_id = ?`, encodeTime(latest), conv, as))
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO messages (`+messageColumns+`)
-			SELECT ?, id, ?, ?, ?, ?, ?, ?, ?, ? FROM conversations WHERE id = ? AND user_id = ?`,
-			m.ID, m.Role, m.EncryptedContent, m.TokensUsed, m.Model, m.EgressIP, m.EgressPort, m.DurationMS, at, conv, as)
-		return err
+		stmt, err := tx.PrepareContext(ctx, `INSERT INTO messages (`+messageColumns+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for i, m := range ms {
+			r := stored[i]
+			if _, err := stmt.ExecContext(ctx, r.id, conv, m.Role, m.EncryptedContent, m.TokensUsed, m.Model, m.EgressIP,
+				m.EgressPort, m.DurationMS, r.status, r.at); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fail(ctx, op, err)
 	}
-	m.ConversationID, m.CreatedAt = conv, utcMicro(m.CreatedAt)
+	for i, m := range ms {
+		m.ID, m.ConversationID, m.Status = stored[i].id, conv, stored[i].status
+		if m.CreatedAt.IsZero() {
+			m.CreatedAt = now
+		}
+		m.CreatedAt = utcMicro(m.CreatedAt)
+	}
 	return nil
 }
 
-// Messages lists the messages of one of the acting user's conversations,
-// oldest first (ties: in insertion order). A conversation that is not the
-// acting user's is store.ErrNotFound, not an empty list.
-func (db *DB) Messages(ctx context.Context, as, conversationID string) ([]store.Message, error) {
+// batchConversation returns the conversation every message of a batch
+// names, in canonical form. An empty batch, a nil message or messages of
+// different conversations are store.ErrInvalid; a first conversation id
+// that is not a UUID names no conversation: store.ErrNotFound.
+func batchConversation(ms []*store.Message) (string, error) {
+	if len(ms) == 0 {
+		return "", fmt.Errorf("no messages: %w", store.ErrInvalid)
+	}
+	for _, m := range ms {
+		if m == nil {
+			return "", fmt.Errorf("nil message: %w", store.ErrInvalid)
+		}
+	}
+	conv, ok := canonicalID(ms[0].ConversationID)
+	if !ok {
+		return "", store.ErrNotFound
+	}
+	for _, m := range ms[1:] {
+		if c, ok := canonicalID(m.ConversationID); !ok || c != conv {
+			return "", fmt.Errorf("messages of more than one conversation: %w", store.ErrInvalid)
+		}
+	}
+	return conv, nil
+}
+
+// Messages lists one page of the messages of one of the acting user's
+// conversations, oldest first (ties: in insertion order), and the cursor
+// of the next page. A conversation that is not the acting user's is
+// store.ErrNotFound, not an empty list. The cursor names the last message
+// of the previous page; one that names no message of this conversation is
+// store.ErrInvalid.
+func (db *DB) Messages(ctx context.Context, as, conversationID string, page store.Page) ([]store.Message, string, error) {
 	const op = "messages"
+	limit, err := pageLimit(page)
+	if err != nil {
+		return nil, "", fail(ctx, op, err)
+	}
+	var after cursor
+	if page.Cursor != "" {
+		if after, err = decodeCursor(messageCursor, page.Cursor); err != nil {
+			return nil, "", fail(ctx, op, err)
+		}
+	}
 	as, ok1 := canonicalID(as)
 	conv, ok2 := canonicalID(conversationID)
 	if !ok1 || !ok2 {
-		return nil, fail(ctx, op, store.ErrNotFound)
+		return nil, "", fail(ctx, op, store.ErrNotFound)
 	}
 	var out []store.Message
-	err := db.read(ctx, func(tx *sql.Tx) error {
+	err = db.read(ctx, func(tx *sql.Tx) error {
 		var one int
 		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM conversations WHERE id = ? AND user_id = ?`, conv, as).
 			Scan(&one); err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT m.id, m.conversation_id, m.role, m.encrypted_content, m.tokens_used,
-				m.model, m.egress_ip, m.decodo_port, m.duration_ms, m.created_at
+		q := `SELECT m.id, m.conversation_id, m.role, m.encrypted_content, m.tokens_used, m.model, m.egress_ip,
+				m.decodo_port, m.duration_ms, m.status, m.created_at
 			FROM messages m JOIN conversations c ON c.id = m.conversation_id
-			WHERE m.conversation_id = ? AND c.user_id = ?
-			ORDER BY m.created_at, m.rowid`, conv, as)
+			WHERE m.conversation_id = ? AND c.user_id = ?`
+		args := []any{conv, as}
+		if page.Cursor != "" {
+			// The position is the cursor message's (created_at, seq); seq
+			// stays inside the store.
+			var at time.Time
+			var seq int64
+			err := tx.QueryRowContext(ctx, `SELECT created_at, seq FROM messages WHERE id = ? AND conversation_id = ?`,
+				after.id, conv).Scan(timeDest{&at}, &seq)
+			if errors.Is(err, sql.ErrNoRows) || err == nil && !at.Equal(after.at) {
+				return errBadCursor
+			}
+			if err != nil {
+				return err
+			}
+			q += ` AND (m.created_at, m.seq) > (?, ?)`
+			args = append(args, encodeTime(at), seq)
+		}
+		q += ` ORDER BY m.created_at, m.seq LIMIT ?`
+		args = append(args, limit+1)
+		rows, err := tx.QueryContext(ctx, q, args...)
 		if err != nil {
 			return err
 		}
@@ -207,7 +335,7 @@ func (db *DB) Messages(ctx context.Context, as, conversationID string) ([]store.
 		for rows.Next() {
 			var m store.Message
 			if err := rows.Scan(&m.ID, &m.ConversationID, &m.Role, &m.EncryptedContent, &m.TokensUsed, &m.Model,
-				&m.EgressIP, &m.EgressPort, &m.DurationMS, timeDest{&m.CreatedAt}); err != nil {
+				&m.EgressIP, &m.EgressPort, &m.DurationMS, &m.Status, timeDest{&m.CreatedAt}); err != nil {
 				return err
 			}
 			out = append(out, m)
@@ -215,7 +343,73 @@ func (db *DB) Messages(ctx context.Context, as, conversationID string) ([]store.
 		return rows.Err()
 	})
 	if err != nil {
-		return nil, fail(ctx, op, err)
+		return nil, "", fail(ctx, op, err)
 	}
-	return out, nil
+	var next string
+	if len(out) > limit {
+		out = out[:limit]
+		last := out[limit-1]
+		next = encodeCursor(messageCursor, last.CreatedAt, last.ID)
+	}
+	return out, next, nil
+}
+
+// Pages. A cursor is the sort key of the last row of the previous page,
+// opaque to callers: base64url (no padding) of a kind byte, the row's time
+// as big-endian Unix microseconds and its UUID's 16 bytes. It holds nothing
+// the caller could not read from that row, and is only ever compared
+// against the acting user's own rows, so a cursor made for another user
+// reveals nothing of theirs. PostgreSQL's backend uses the same format.
+
+const (
+	conversationCursor byte = 'c' // updated_at, id
+	messageCursor      byte = 'm' // created_at, id (its seq is looked up)
+
+	cursorBytes = 1 + 8 + 16
+)
+
+var errBadCursor = fmt.Errorf("malformed page cursor: %w", store.ErrInvalid)
+
+type cursor struct {
+	at time.Time
+	id string
+}
+
+// pageLimit validates a page's limit: 0 is store.DefaultPageLimit,
+// negative or above store.MaxPageLimit is store.ErrInvalid.
+func pageLimit(p store.Page) (int, error) {
+	switch {
+	case p.Limit == 0:
+		return store.DefaultPageLimit, nil
+	case p.Limit < 0 || p.Limit > store.MaxPageLimit:
+		return 0, fmt.Errorf("page limit %d outside 1..%d: %w", p.Limit, store.MaxPageLimit, store.ErrInvalid)
+	}
+	return p.Limit, nil
+}
+
+func encodeCursor(kind byte, at time.Time, id string) string {
+	b := make([]byte, 0, cursorBytes)
+	b = append(b, kind)
+	b = binary.BigEndian.AppendUint64(b, uint64(at.UnixMicro()))
+	u := uuid.MustParse(id) // ids come from the database, canonical
+	b = append(b, u[:]...)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// decodeCursor parses a cursor of the given kind, strictly: anything that
+// encodeCursor would not have produced is store.ErrInvalid.
+func decodeCursor(kind byte, s string) (cursor, error) {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	if err != nil || len(b) != cursorBytes || b[0] != kind {
+		return cursor{}, errBadCursor
+	}
+	at := time.UnixMicro(int64(binary.BigEndian.Uint64(b[1:9]))).UTC()
+	if checkTimes(at) != nil {
+		return cursor{}, errBadCursor
+	}
+	u, err := uuid.FromBytes(b[9:])
+	if err != nil {
+		return cursor{}, errBadCursor
+	}
+	return cursor{at: at, id: u.String()}, nil
 }

@@ -332,7 +332,7 @@ func TestDeleteUserKeepsAudit(t *testing.T) {
 		db.CreateSession(ctx(), u.ID, &store.Session{TokenHash: []byte("h"), ExpiresAt: time.Now().Add(time.Hour)}),
 		db.PutProviderToken(ctx(), u.ID, &store.ProviderToken{Provider: "google", EgressPort: 10001}),
 		db.CreateConversation(ctx(), u.ID, c),
-		db.AddMessage(ctx(), u.ID, &store.Message{ID: uuid.NewString(), ConversationID: c.ID, Role: "user"}),
+		db.AddMessages(ctx(), u.ID, &store.Message{ID: uuid.NewString(), ConversationID: c.ID, Role: "user"}),
 	} {
 		if err != nil {
 			t.Fatal(err)

@@ -35,6 +35,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Audit", testAudit},
 		{"ProviderTokens", testProviderTokens},
 		{"Conversations", testConversations},
+		{"ConversationPages", testConversationPages},
+		{"MessagePages", testMessagePages},
+		{"MessageStatus", testMessageStatus},
+		{"AddMessagesAtomic", testAddMessagesAtomic},
 		{"TenantIsolation", testTenantIsolation},
 		{"Erasure", testErasure},
 		{"Timestamps", testTimestamps},
@@ -344,15 +348,15 @@ func testConversations(t *testing.T, s store.Store) {
 	wantErr(t, "CreateConversation(duplicate id)", s.CreateConversation(ctx(), u.ID, &store.Conversation{ID: c1.ID, UserID: u.ID, Provider: "openai", WrappedKey: "x"}), store.ErrConflict)
 	time.Sleep(2 * time.Millisecond)
 	m1, m2 := message(c1, "user"), message(c1, "assistant")
-	noErr(t, "AddMessage", s.AddMessage(ctx(), u.ID, m1))
+	noErr(t, "AddMessages", s.AddMessages(ctx(), u.ID, m1))
 	time.Sleep(2 * time.Millisecond)
-	noErr(t, "AddMessage", s.AddMessage(ctx(), u.ID, m2))
-	list, err := s.Conversations(ctx(), u.ID)
+	noErr(t, "AddMessages", s.AddMessages(ctx(), u.ID, m2))
+	list, _, err := s.Conversations(ctx(), u.ID, store.Page{})
 	noErr(t, "Conversations", err)
 	if len(list) != 2 || list[0].ID != c1.ID {
 		t.Errorf("Conversations = %v; want c1 (updated by its messages) first", ids(list))
 	}
-	ms, err := s.Messages(ctx(), u.ID, c1.ID)
+	ms, _, err := s.Messages(ctx(), u.ID, c1.ID, store.Page{})
 	noErr(t, "Messages", err)
 	if len(ms) != 2 || ms[0].ID != m1.ID || ms[1].ID != m2.ID {
 		t.Fatalf("Messages = %+v; want m1, m2", ms)
@@ -367,13 +371,13 @@ func testConversations(t *testing.T, s store.Store) {
 	if got.EncryptedTitle != "AQ-new-title" || got.WrappedKey != c2.WrappedKey || got.Provider != "openai" {
 		t.Errorf("Conversation = %+v", got)
 	}
-	wantErr(t, "AddMessage(bad role)", s.AddMessage(ctx(), u.ID, message(c1, "narrator")), store.ErrInvalid)
-	wantErr(t, "AddMessage(no such conversation)", s.AddMessage(ctx(), u.ID, &store.Message{ID: NewID(), ConversationID: NewID(), Role: "user", EncryptedContent: "x"}), store.ErrNotFound)
+	wantErr(t, "AddMessages(bad role)", s.AddMessages(ctx(), u.ID, message(c1, "narrator")), store.ErrInvalid)
+	wantErr(t, "AddMessages(no such conversation)", s.AddMessages(ctx(), u.ID, &store.Message{ID: NewID(), ConversationID: NewID(), Role: "user", EncryptedContent: "x"}), store.ErrNotFound)
 	wantErr(t, "CreateConversation(bad provider)", s.CreateConversation(ctx(), u.ID, &store.Conversation{ID: NewID(), UserID: u.ID, Provider: "acme", WrappedKey: "x"}), store.ErrInvalid)
 	noErr(t, "DeleteConversation", s.DeleteConversation(ctx(), u.ID, c1.ID))
 	_, err = s.Conversation(ctx(), u.ID, c1.ID)
 	wantErr(t, "Conversation(deleted)", err, store.ErrNotFound)
-	_, err = s.Messages(ctx(), u.ID, c1.ID)
+	_, _, err = s.Messages(ctx(), u.ID, c1.ID, store.Page{})
 	wantErr(t, "Messages(deleted conversation)", err, store.ErrNotFound)
 }
 
@@ -396,15 +400,15 @@ func testTenantIsolation(t *testing.T, s store.Store) {
 	bConv := conversation(b)
 	noErr(t, "CreateConversation", s.CreateConversation(ctx(), b.ID, bConv))
 	bMsg := message(bConv, "user")
-	noErr(t, "AddMessage", s.AddMessage(ctx(), b.ID, bMsg))
+	noErr(t, "AddMessages", s.AddMessages(ctx(), b.ID, bMsg))
 	noErr(t, "Record", s.Record(ctx(), &store.AuditEvent{UserID: b.ID, Event: "register"}))
 
 	// Reads.
 	_, err := s.Conversation(ctx(), a.ID, bConv.ID)
 	wantErr(t, "A reads B's conversation", err, store.ErrNotFound)
-	_, err = s.Messages(ctx(), a.ID, bConv.ID)
+	_, _, err = s.Messages(ctx(), a.ID, bConv.ID, store.Page{})
 	wantErr(t, "A lists B's messages", err, store.ErrNotFound)
-	if cs, err := s.Conversations(ctx(), a.ID); err != nil || len(cs) != 0 {
+	if cs, _, err := s.Conversations(ctx(), a.ID, store.Page{}); err != nil || len(cs) != 0 {
 		t.Errorf("A lists conversations: %v, %v; want none", ids(cs), err)
 	}
 	if ts, err := s.ProviderTokens(ctx(), a.ID); err != nil || len(ts) != 0 {
@@ -420,7 +424,7 @@ func testTenantIsolation(t *testing.T, s store.Store) {
 	// Writes and deletes.
 	wantErr(t, "A renames B's conversation", s.SetConversationTitle(ctx(), a.ID, bConv.ID, "pwned"), store.ErrNotFound)
 	wantErr(t, "A deletes B's conversation", s.DeleteConversation(ctx(), a.ID, bConv.ID), store.ErrNotFound)
-	wantErr(t, "A adds a message to B's conversation", s.AddMessage(ctx(), a.ID, message(bConv, "user")), store.ErrNotFound)
+	wantErr(t, "A adds a message to B's conversation", s.AddMessages(ctx(), a.ID, message(bConv, "user")), store.ErrNotFound)
 	wantErr(t, "A revokes B's session", s.RevokeSession(ctx(), a.ID, bSess.ID, now), store.ErrNotFound)
 	wantErr(t, "A deletes B's provider token", s.DeleteProviderToken(ctx(), a.ID, "google"), store.ErrNotFound)
 	// Records naming B as owner, written as A: B does not exist for A.
@@ -446,7 +450,7 @@ func testTenantIsolation(t *testing.T, s store.Store) {
 	if c, err := s.Conversation(ctx(), b.ID, bConv.ID); err != nil || c.EncryptedTitle != bConv.EncryptedTitle {
 		t.Errorf("B's conversation after A's attempts: %+v, %v", c, err)
 	}
-	if ms, err := s.Messages(ctx(), b.ID, bConv.ID); err != nil || len(ms) != 1 {
+	if ms, _, err := s.Messages(ctx(), b.ID, bConv.ID, store.Page{}); err != nil || len(ms) != 1 {
 		t.Errorf("B's messages after A's attempts: %d, %v; want 1", len(ms), err)
 	}
 	if ts, err := s.ProviderTokens(ctx(), b.ID); err != nil || len(ts) != 1 {
@@ -471,7 +475,7 @@ func testErasure(t *testing.T, s store.Store) {
 	noErr(t, "PutProviderToken", s.PutProviderToken(ctx(), u.ID, token(u, "openai", 10001)))
 	c := conversation(u)
 	noErr(t, "CreateConversation", s.CreateConversation(ctx(), u.ID, c))
-	noErr(t, "AddMessage", s.AddMessage(ctx(), u.ID, message(c, "user")))
+	noErr(t, "AddMessages", s.AddMessages(ctx(), u.ID, message(c, "user")))
 	noErr(t, "Record", s.Record(ctx(), &store.AuditEvent{UserID: u.ID, Event: "register"}))
 
 	noErr(t, "DeleteUser", s.DeleteUser(ctx(), u.ID))

@@ -1,0 +1,142 @@
+package api
+
+import "time"
+
+// RuntimeKey is GET /v1/runtime/key: the runtime public key new grants are
+// sealed to, signed by the runtime's identity (docs/crypto.md §11). Clients
+// pin Identity on first use and refuse a key whose signature does not check
+// or whose identity changed.
+type RuntimeKey struct {
+	KeyID     string    `json:"key_id"`
+	PublicKey string    `json:"public_key"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Identity  string    `json:"identity"`
+	Signature string    `json:"signature"`
+}
+
+// ProviderTokenResponse is GET /v1/accounts/{provider}/token: the caller's
+// own sealed credential, which only their device can open.
+type ProviderTokenResponse struct {
+	Provider       string `json:"provider"`
+	EncryptedToken string `json:"encrypted_token"`
+}
+
+// CreateConversationRequest is POST /v1/chat/sessions. The client chooses
+// the id, because it is bound into every ciphertext of the conversation.
+type CreateConversationRequest struct {
+	ConversationID string `json:"conversation_id"`
+	Provider       string `json:"provider"`
+	WrappedKey     string `json:"wrapped_key"`     // convKey wrapped by the account key
+	EncryptedTitle string `json:"encrypted_title"` // may be ""
+}
+
+// CreateConversationResponse answers it.
+type CreateConversationResponse struct {
+	ConversationID string `json:"conversation_id"`
+}
+
+// Conversation is a chat as listed.
+type Conversation struct {
+	ConversationID string    `json:"conversation_id"`
+	Provider       string    `json:"provider"`
+	WrappedKey     string    `json:"wrapped_key"`
+	EncryptedTitle string    `json:"encrypted_title"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+}
+
+// ConversationList is GET /v1/chat/sessions?limit=&cursor=.
+type ConversationList struct {
+	Sessions   []Conversation `json:"sessions"`
+	NextCursor string         `json:"next_cursor,omitempty"`
+}
+
+// Message is one stored, encrypted turn.
+type Message struct {
+	ID               string    `json:"id"`
+	Role             string    `json:"role"`
+	EncryptedContent string    `json:"encrypted_content"`
+	Status           string    `json:"status"` // complete | incomplete
+	Model            string    `json:"model,omitempty"`
+	TokensUsed       int       `json:"tokens_used,omitempty"`
+	DurationMS       int64     `json:"duration_ms,omitempty"`
+	EgressPort       int       `json:"egress_port,omitempty"`
+	EgressIP         string    `json:"egress_ip,omitempty"`
+	CreatedAt        time.Time `json:"created_at"`
+}
+
+// ConversationDetail is GET /v1/chat/{id}?limit=&cursor=: the
+// conversation and one page of its messages, oldest first.
+type ConversationDetail struct {
+	Conversation Conversation `json:"conversation"`
+	Messages     []Message    `json:"messages"`
+	NextCursor   string       `json:"next_cursor,omitempty"`
+}
+
+// SendMessageRequest is POST /v1/chat/{id}/messages. The ids are chosen by
+// the client: the prompt is encrypted under MessageContext(user,
+// PromptMessageID), the answer's chunks will be under
+// ChunkContext(user, AssistantMessageID, n, final), and the grant (sealed to
+// runtime key KeyID under GrantContext(user, RequestID)) names them all.
+// Model and Temperature repeat the grant's for the record; the runtime
+// uses the grant's.
+type SendMessageRequest struct {
+	RequestID          string   `json:"request_id"`
+	PromptMessageID    string   `json:"prompt_message_id"`
+	EncryptedPrompt    string   `json:"encrypted_prompt"`
+	AssistantMessageID string   `json:"assistant_message_id"`
+	Grant              string   `json:"grant"`
+	KeyID              string   `json:"key_id"`
+	Model              string   `json:"model"`
+	Temperature        *float64 `json:"temperature,omitempty"`
+}
+
+// The response to SendMessageRequest is a text/event-stream:
+//
+//	data: {"encrypted_chunk":"…","seq":0}          (any number; the last has "final":true)
+//	: keep-alive                                   (a comment, every few seconds)
+//	event: done
+//	data: {…StreamDone…}                           (a complete answer, stored)
+//	event: error
+//	data: {…StreamError…}                          (a failure; a partial answer is stored, marked incomplete)
+//
+// Exactly one of done or error ends the stream.
+
+// StreamChunk is one data event.
+type StreamChunk struct {
+	EncryptedChunk string `json:"encrypted_chunk"`
+	Seq            uint64 `json:"seq"`
+	Final          bool   `json:"final,omitempty"`
+}
+
+// Usage counts tokens.
+type Usage struct {
+	InputTokens  int `json:"input_tokens"`
+	OutputTokens int `json:"output_tokens"`
+}
+
+// StreamDone is the done event.
+type StreamDone struct {
+	PromptMessageID    string `json:"prompt_message_id"`
+	AssistantMessageID string `json:"assistant_message_id"`
+	Model              string `json:"model"`
+	Usage              Usage  `json:"usage"`
+	FinishReason       string `json:"finish_reason,omitempty"`
+	DurationMS         int64  `json:"duration_ms"`
+	EgressPort         int    `json:"egress_port,omitempty"`
+}
+
+// StreamError is the error event. Stored tells whether the prompt and the
+// partial answer (Incomplete) were kept; when nothing was stored the client
+// may send the same prompt again with a new request id.
+type StreamError struct {
+	Error              ErrorDetail `json:"error"`
+	RetryAfterMS       int64       `json:"retry_after_ms,omitempty"`
+	Stored             bool        `json:"stored"`
+	Incomplete         bool        `json:"incomplete,omitempty"`
+	PromptMessageID    string      `json:"prompt_message_id,omitempty"`
+	AssistantMessageID string      `json:"assistant_message_id,omitempty"`
+	Usage              Usage       `json:"usage"`
+	DurationMS         int64       `json:"duration_ms"`
+}

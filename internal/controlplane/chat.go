@@ -1,0 +1,510 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"polydev/internal/api"
+	"polydev/internal/crypto"
+	"polydev/internal/runtime"
+	"polydev/internal/store"
+	"polydev/internal/worker"
+)
+
+// Chat. The control plane stores what the client encrypted, relays the
+// grant it cannot open to the runtime, and relays the encrypted chunks the
+// runtime streams back. It never holds a conversation key.
+
+// Size caps of what a client may send, in bytes of ciphertext.
+const (
+	maxPrompt = 512 << 10
+	maxGrant  = 64 << 10
+	maxTitle  = 4 << 10
+)
+
+// streamLimiter caps concurrent chat streams per user.
+type streamLimiter struct {
+	mu     sync.Mutex
+	max    int
+	active map[string]int
+}
+
+func (l *streamLimiter) acquire(user string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.active[user] >= l.max {
+		return false
+	}
+	l.active[user]++
+	return true
+}
+
+func (l *streamLimiter) release(user string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.active[user]--; l.active[user] <= 0 {
+		delete(l.active, user)
+	}
+}
+
+func (s *Server) runtimeKey(w http.ResponseWriter, r *http.Request) error {
+	if s.cfg.RuntimeKeys == nil {
+		return errorf(http.StatusServiceUnavailable, "runtime_unavailable", "no runtime is configured")
+	}
+	k, err := s.cfg.RuntimeKeys.CurrentKey(r.Context())
+	if err != nil {
+		return &apiError{status: http.StatusServiceUnavailable, code: "runtime_unavailable", message: "the runtime is not reachable", cause: err}
+	}
+	writeJSON(w, http.StatusOK, api.RuntimeKey{KeyID: k.ID, PublicKey: k.PublicKey, CreatedAt: k.CreatedAt,
+		ExpiresAt: k.ExpiresAt, Identity: k.Identity, Signature: k.Signature})
+	return nil
+}
+
+func knownProvider(p string) bool {
+	for _, q := range store.Providers {
+		if p == q {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) providerToken(ctx context.Context, user, provider string) (*store.ProviderToken, error) {
+	tokens, err := s.store.ProviderTokens(ctx, user)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	for i := range tokens {
+		if tokens[i].Provider == provider {
+			return &tokens[i], nil
+		}
+	}
+	return nil, errorf(http.StatusConflict, "provider_not_linked", "link %s first (polydev link key --provider %s)", provider, provider)
+}
+
+// sealedToken returns the caller's own sealed credential for a provider;
+// only their device can open it.
+func (s *Server) sealedToken(w http.ResponseWriter, r *http.Request) error {
+	p := r.PathValue("provider")
+	if !knownProvider(p) {
+		return errorf(http.StatusNotFound, "unknown_provider", "unknown provider %q", p)
+	}
+	t, err := s.providerToken(r.Context(), session(r).UserID, p)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.ProviderTokenResponse{Provider: p, EncryptedToken: t.EncryptedRefreshToken})
+	return nil
+}
+
+func conversationJSON(c *store.Conversation) api.Conversation {
+	return api.Conversation{ConversationID: c.ID, Provider: c.Provider, WrappedKey: c.WrappedKey,
+		EncryptedTitle: c.EncryptedTitle, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
+}
+
+func validUUID(s string) bool {
+	u, err := uuid.Parse(s)
+	return err == nil && u.String() == s
+}
+
+func (s *Server) createConversation(w http.ResponseWriter, r *http.Request) error {
+	var req api.CreateConversationRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	switch {
+	case !validUUID(req.ConversationID):
+		return badRequest("conversation_id must be a lowercase UUID")
+	case !knownProvider(req.Provider):
+		return badRequest("provider must be one of openai, anthropic, google")
+	}
+	if err := crypto.CheckEnvelopeText(req.WrappedKey, maxWrappedKey); err != nil {
+		return badRequest("wrapped_key is not a wrapped key (%s)", crypto.Code(err))
+	}
+	if req.EncryptedTitle != "" {
+		if err := crypto.CheckEnvelopeText(req.EncryptedTitle, maxTitle); err != nil {
+			return badRequest("encrypted_title is not an envelope of at most %d bytes (%s)", maxTitle, crypto.Code(err))
+		}
+	}
+	c := &store.Conversation{ID: req.ConversationID, UserID: session(r).UserID, Provider: req.Provider,
+		WrappedKey: req.WrappedKey, EncryptedTitle: req.EncryptedTitle}
+	if err := s.store.CreateConversation(r.Context(), c.UserID, c); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return errorf(http.StatusConflict, "conflict", "a conversation with this id exists")
+		}
+		return storeError(err)
+	}
+	writeJSON(w, http.StatusCreated, api.CreateConversationResponse{ConversationID: c.ID})
+	return nil
+}
+
+func page(r *http.Request) (store.Page, error) {
+	p := store.Page{Cursor: r.URL.Query().Get("cursor")}
+	if l := r.URL.Query().Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > store.MaxPageLimit {
+			return p, badRequest("limit must be 1 to %d", store.MaxPageLimit)
+		}
+		p.Limit = n
+	}
+	return p, nil
+}
+
+func pageError(err error) error {
+	if errors.Is(err, store.ErrInvalid) {
+		return badRequest("invalid cursor")
+	}
+	return storeError(err)
+}
+
+func (s *Server) listConversations(w http.ResponseWriter, r *http.Request) error {
+	p, err := page(r)
+	if err != nil {
+		return err
+	}
+	cs, next, err := s.store.Conversations(r.Context(), session(r).UserID, p)
+	if err != nil {
+		return pageError(err)
+	}
+	out := api.ConversationList{Sessions: make([]api.Conversation, 0, len(cs)), NextCursor: next}
+	for i := range cs {
+		out.Sessions = append(out.Sessions, conversationJSON(&cs[i]))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) conversation(w http.ResponseWriter, r *http.Request) error {
+	p, err := page(r)
+	if err != nil {
+		return err
+	}
+	user, id := session(r).UserID, r.PathValue("id")
+	c, err := s.store.Conversation(r.Context(), user, id)
+	if err != nil {
+		return storeError(err)
+	}
+	ms, next, err := s.store.Messages(r.Context(), user, id, p)
+	if err != nil {
+		return pageError(err)
+	}
+	out := api.ConversationDetail{Conversation: conversationJSON(c), Messages: make([]api.Message, 0, len(ms)), NextCursor: next}
+	for _, m := range ms {
+		status := m.Status
+		if status == "" {
+			status = store.MessageComplete
+		}
+		out.Messages = append(out.Messages, api.Message{ID: m.ID, Role: m.Role, EncryptedContent: m.EncryptedContent,
+			Status: status, Model: m.Model, TokensUsed: m.TokensUsed, DurationMS: m.DurationMS,
+			EgressPort: m.EgressPort, EgressIP: m.EgressIP, CreatedAt: m.CreatedAt})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) deleteConversation(w http.ResponseWriter, r *http.Request) error {
+	if err := s.store.DeleteConversation(r.Context(), session(r).UserID, r.PathValue("id")); err != nil {
+		return storeError(err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// history loads every message of a conversation, oldest first.
+func (s *Server) history(ctx context.Context, user, conv string) ([]worker.Message, error) {
+	var out []worker.Message
+	p := store.Page{Limit: store.MaxPageLimit}
+	for {
+		ms, next, err := s.store.Messages(ctx, user, conv, p)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range ms {
+			out = append(out, worker.Message{ID: m.ID, Role: m.Role, EncryptedContent: m.EncryptedContent})
+		}
+		if next == "" {
+			return out, nil
+		}
+		p.Cursor = next
+	}
+}
+
+func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
+	var req api.SendMessageRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	switch {
+	case !validUUID(req.RequestID), !validUUID(req.PromptMessageID), !validUUID(req.AssistantMessageID):
+		return badRequest("request_id, prompt_message_id and assistant_message_id must be lowercase UUIDs")
+	case req.PromptMessageID == req.AssistantMessageID:
+		return badRequest("the prompt and the answer need different ids")
+	case req.KeyID == "" || len(req.KeyID) > 128:
+		return badRequest("key_id is required")
+	case len(req.Model) > 200:
+		return badRequest("model name too long")
+	}
+	if err := crypto.CheckEnvelopeText(req.EncryptedPrompt, maxPrompt); err != nil {
+		return badRequest("encrypted_prompt is not an envelope of at most %d bytes (%s)", maxPrompt, crypto.Code(err))
+	}
+	if err := crypto.CheckSealedText(req.Grant, maxGrant); err != nil {
+		return badRequest("grant is not a sealed envelope of at most %d bytes (%s)", maxGrant, crypto.Code(err))
+	}
+	if s.cfg.Runtime == nil {
+		return errorf(http.StatusServiceUnavailable, "runtime_unavailable", "no runtime is configured")
+	}
+	user, convID := session(r).UserID, r.PathValue("id")
+	ctx := r.Context()
+	conv, err := s.store.Conversation(ctx, user, convID)
+	if err != nil {
+		return storeError(err)
+	}
+	token, err := s.providerToken(ctx, user, conv.Provider)
+	if err != nil {
+		return err
+	}
+	hist, err := s.history(ctx, user, convID)
+	if err != nil {
+		return storeError(err)
+	}
+	for _, m := range hist {
+		if m.ID == req.PromptMessageID || m.ID == req.AssistantMessageID {
+			return errorf(http.StatusConflict, "conflict", "a message with this id exists")
+		}
+	}
+	if !s.streams.acquire(user) {
+		return &apiError{status: http.StatusTooManyRequests, code: "too_many_streams",
+			message: fmt.Sprintf("at most %d chats may stream at once", s.streams.max), retryAfter: time.Second}
+	}
+	defer s.streams.release(user)
+
+	start := s.now()
+	job := worker.Job{
+		RequestID: req.RequestID, UserID: user, ConversationID: convID, Provider: conv.Provider,
+		Grant: req.Grant, KeyID: req.KeyID,
+		History:            append(hist, worker.Message{ID: req.PromptMessageID, Role: store.MessageRoleUser, EncryptedContent: req.EncryptedPrompt}),
+		AssistantMessageID: req.AssistantMessageID,
+		Egress:             worker.Egress{Port: token.EgressPort, IP: token.EgressIP},
+	}
+	sse := &sseWriter{w: w, rc: http.NewResponseController(w)}
+	// The job runs under its own context: a client that goes away cancels
+	// the upstream call, but the worker still reports what arrived so it
+	// can be stored.
+	jobCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+	var result *worker.Result
+	runErr := s.cfg.Runtime.Run(jobCtx, job, func(ev worker.Event) error {
+		switch {
+		case ev.Chunk != nil:
+			if err := sse.start(s.cfg.Heartbeat); err != nil {
+				cancel()
+				return nil
+			}
+			if err := sse.event("", api.StreamChunk{EncryptedChunk: ev.Chunk.EncryptedChunk, Seq: ev.Chunk.Seq, Final: ev.Chunk.Final}); err != nil {
+				cancel() // the client is gone: stop the provider, keep the result
+			}
+		case ev.Done != nil:
+			result = ev.Done
+		}
+		return nil
+	})
+	sse.stopHeartbeat()
+	if runErr != nil && result == nil {
+		if sse.started {
+			s.log.Error("runtime failed mid-stream", "err", runErr)
+			sse.event("error", api.StreamError{Error: api.ErrorDetail{Code: "runtime_failure", Message: "the runtime failed"}})
+			return nil
+		}
+		return runtimeError(runErr)
+	}
+	stored, err := s.storeResult(context.WithoutCancel(ctx), user, convID, req, start, result)
+	if err != nil {
+		s.log.Error("chat result not stored", "err", err)
+	}
+	if !sse.started {
+		if result.Error != nil && !stored {
+			// Nothing streamed, nothing stored: a plain error response, so
+			// the client can retry the same prompt.
+			return workerError(result.Error)
+		}
+		if err := sse.start(0); err != nil {
+			return nil
+		}
+	}
+	usage := api.Usage{InputTokens: result.InputTokens, OutputTokens: result.OutputTokens}
+	if result.Error != nil || err != nil {
+		e := api.StreamError{Stored: stored, Incomplete: result.Incomplete, Usage: usage, DurationMS: result.DurationMS}
+		if stored {
+			e.PromptMessageID, e.AssistantMessageID = req.PromptMessageID, req.AssistantMessageID
+		}
+		if result.Error != nil {
+			e.Error = api.ErrorDetail{Code: result.Error.Kind, Message: result.Error.Message}
+			e.RetryAfterMS = result.Error.RetryAfterMS
+		} else {
+			e.Error = api.ErrorDetail{Code: "internal", Message: "the answer could not be stored"}
+		}
+		sse.event("error", e)
+		return nil
+	}
+	sse.event("done", api.StreamDone{PromptMessageID: req.PromptMessageID, AssistantMessageID: req.AssistantMessageID,
+		Model: result.Model, Usage: usage, FinishReason: result.FinishReason, DurationMS: result.DurationMS, EgressPort: result.EgressPort})
+	return nil
+}
+
+// storeResult keeps the prompt and the answer together: a complete answer,
+// or the part of a broken one that arrived, marked incomplete. A failure
+// before any text arrived stores nothing, so the client can simply retry.
+func (s *Server) storeResult(ctx context.Context, user, conv string, req api.SendMessageRequest, start time.Time, res *worker.Result) (bool, error) {
+	if res.EncryptedContent == "" {
+		return false, nil
+	}
+	if err := crypto.CheckEnvelopeText(res.EncryptedContent, 16<<20); err != nil {
+		return false, fmt.Errorf("runtime returned a malformed answer: %w", err)
+	}
+	status := store.MessageComplete
+	if res.Incomplete || res.Error != nil {
+		status = store.MessageIncomplete
+	}
+	prompt := &store.Message{ID: req.PromptMessageID, ConversationID: conv, Role: store.MessageRoleUser,
+		EncryptedContent: req.EncryptedPrompt, CreatedAt: start}
+	answer := &store.Message{ID: req.AssistantMessageID, ConversationID: conv, Role: store.MessageRoleAssistant,
+		EncryptedContent: res.EncryptedContent, TokensUsed: res.InputTokens + res.OutputTokens, Model: res.Model,
+		EgressIP: res.EgressIP, EgressPort: res.EgressPort, DurationMS: res.DurationMS, Status: status,
+		CreatedAt: start.Add(time.Duration(max(res.DurationMS, 0))*time.Millisecond + time.Microsecond)}
+	if err := s.store.AddMessages(ctx, user, prompt, answer); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func runtimeError(err error) error {
+	var busy *runtime.BusyError
+	switch {
+	case errors.As(err, &busy):
+		return &apiError{status: http.StatusServiceUnavailable, code: "runtime_busy", message: "every runtime worker is busy; retry shortly",
+			retryAfter: busy.RetryAfter, cause: err}
+	case errors.Is(err, runtime.ErrUnknownKey):
+		return &apiError{status: http.StatusConflict, code: "runtime_key_expired", message: "the runtime key expired; fetch it again and reseal the grant", cause: err}
+	case errors.Is(err, runtime.ErrReplay):
+		return &apiError{status: http.StatusConflict, code: "request_replayed", message: "this request id was already used", cause: err}
+	case errors.Is(err, context.Canceled):
+		return &apiError{status: 499, code: "cancelled", message: "request cancelled", cause: err}
+	default:
+		return &apiError{status: http.StatusBadGateway, code: "runtime_failure", message: "the runtime failed", cause: err}
+	}
+}
+
+// workerError maps a worker's failure before anything streamed to a status.
+func workerError(e *worker.Error) error {
+	ae := &apiError{code: e.Kind, message: e.Message, retryAfter: time.Duration(e.RetryAfterMS) * time.Millisecond}
+	switch e.Kind {
+	case "grant", "bad_request":
+		ae.status = http.StatusBadRequest
+	case "auth":
+		ae.status = http.StatusUnauthorized
+		ae.code = "provider_auth"
+		ae.message = "the provider refused the linked credential; link it again"
+	case "rate_limited":
+		ae.status = http.StatusTooManyRequests
+	case "overloaded":
+		ae.status = http.StatusServiceUnavailable
+	case "cancelled":
+		ae.status = 499
+	default:
+		ae.status = http.StatusBadGateway
+	}
+	return ae
+}
+
+// sseWriter writes a text/event-stream; a heartbeat comment keeps idle
+// connections (and proxies between) open while the model thinks.
+type sseWriter struct {
+	mu      sync.Mutex
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	started bool
+	failed  error
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func (s *sseWriter) start(heartbeat time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return s.failed
+	}
+	s.started = true
+	h := s.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	s.w.WriteHeader(http.StatusOK)
+	s.failed = s.rc.Flush()
+	if heartbeat > 0 {
+		s.stop, s.done = make(chan struct{}), make(chan struct{})
+		go s.beat(heartbeat)
+	}
+	return s.failed
+}
+
+func (s *sseWriter) beat(every time.Duration) {
+	defer close(s.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.write([]byte(": keep-alive\n\n"))
+		}
+	}
+}
+
+func (s *sseWriter) stopHeartbeat() {
+	if s.stop != nil {
+		close(s.stop)
+		<-s.done
+		s.stop = nil
+	}
+}
+
+func (s *sseWriter) write(b []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return s.failed
+	}
+	if _, err := s.w.Write(b); err != nil {
+		s.failed = err
+		return err
+	}
+	s.failed = s.rc.Flush()
+	return s.failed
+}
+
+func (s *sseWriter) event(name string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var msg []byte
+	if name != "" {
+		msg = append(msg, "event: "+name+"\n"...)
+	}
+	msg = append(msg, "data: "...)
+	msg = append(msg, b...)
+	msg = append(msg, "\n\n"...)
+	return s.write(msg)
+}
