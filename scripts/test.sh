@@ -19,6 +19,8 @@ need_apt=()
 command -v node >/dev/null || { echo "node (Node.js 20+) is required" >&2; exit 1; }
 command -v chromium >/dev/null || need_apt+=(chromium)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null || need_apt+=(postgresql)
+command -v runc >/dev/null || need_apt+=(runc)               # runtime containers
+[[ -f /etc/ssl/certs/ca-certificates.crt ]] || need_apt+=(ca-certificates)  # the runtime image's CA bundle
 if ((${#need_apt[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     log "installing ${need_apt[*]}"

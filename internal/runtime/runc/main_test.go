@@ -57,7 +57,7 @@ func image(t *testing.T) string {
 			return
 		}
 		imageBin = filepath.Join(tmpRoot, "polydev")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", imageBin, "./cmd/polydev")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", imageBin, "./cmd/polydev")
 		cmd.Dir = testenv.RepoRoot(t)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
