@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: Go (unit, shared and public vectors, Go↔Node and
 # Go↔Chromium round trips, fuzz-corpus replays, structure, stores on SQLite
-# and on throwaway PostgreSQL clusters) and the browser crypto module under
-# Node's test runner. Installs what it needs when run as
+# and on throwaway PostgreSQL clusters, the official provider SDKs against
+# the provider emulator — the Node ones in test/sdk-node run inside go test,
+# one subtest each) and the browser crypto module under Node's test runner. Installs what it needs when run as
 # root (Debian packages via apt-get) and leaves nothing running behind.
 #
 #   scripts/test.sh            # locally: a missing component skips its tests with a message
@@ -32,6 +33,12 @@ if ((${#need_apt[@]})); then
   fi
 fi
 
+if [[ ! -d test/sdk-node/node_modules ]]; then
+  log "npm ci (test/sdk-node: the official OpenAI and Anthropic Node SDKs, pinned)"
+  (cd test/sdk-node && npm ci --no-audit --no-fund) ||
+    echo "note: npm ci failed: the Node SDK tests will skip (or fail with CI=true)" >&2
+fi
+
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -56,7 +63,7 @@ node_skip=$(sed -n 's/^# skipped //p' "$work/node.log" | tail -1)
 
 log "summary"
 echo "go:   ${go_pass} passed, ${go_fail} failed, ${go_skip} skipped (tests and subtests)"
-grep -hE 'shared vectors: |public vectors .*skipped|skipped [0-9]+: |javascript checked|chromium checked|go checked|conformance suite passed' "$work/go.log" | sed 's/^ *[a-z_]*\.go:[0-9]*: /      /' || true
+grep -hE 'node sdk tests: |shared vectors: |public vectors .*skipped|skipped [0-9]+: |javascript checked|chromium checked|go checked|conformance suite passed' "$work/go.log" | sed 's/^ *[a-z_]*\.go:[0-9]*: /      /' || true
 echo "node: ${node_pass:-0} passed, ${node_fail:-0} failed, ${node_skip:-0} skipped"
 if ((go_status != 0 || node_status != 0)) || [[ -z "${node_pass:-}" ]]; then
   echo "tests: $((go_pass + ${node_pass:-0})) passed, $((go_fail + ${node_fail:-0})) failed"

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"polydev/internal/controlplane"
+	"polydev/internal/egress"
 	"polydev/internal/store"
 	"polydev/internal/store/postgres"
 	"polydev/internal/store/sqlite"
@@ -27,8 +28,14 @@ Runs the control plane — the HTTP API and the web app — until interrupted
 Storage is the SQLite file in --data unless --database-url names a
 PostgreSQL database (connect as the unprivileged login role; migrate first
 with 'polydev migrate' as the schema owner). --dev: SQLite, migrations
-applied at start, loopback only. Every flag can also come from the
-environment variable named in its help.`)
+applied at start, loopback only, providers answered by an in-process
+emulator, direct egress.
+
+Roles: by default one process is everything. --role runtime runs only the
+runtime supervisor (runtime keys, chat workers) on --runtime-socket;
+--role control-plane runs the API and reaches that socket, so the runtime
+private keys never enter the control plane's process. Every flag can also
+come from the environment variable named in its help.`)
 	cfg := controlplane.Config{}
 	fs.BoolVar(&cfg.Dev, "dev", envBool("POLYDEV_DEV"), "embedded defaults for a single machine (env POLYDEV_DEV)")
 	fs.StringVar(&cfg.Addr, "addr", envOr("POLYDEV_ADDR", "127.0.0.1:8080"), "listen address, host:port (env POLYDEV_ADDR)")
@@ -40,7 +47,22 @@ environment variable named in its help.`)
 	fs.DurationVar(&cfg.SessionTTL, "session-ttl", envDuration("POLYDEV_SESSION_TTL", 24*time.Hour), "session lifetime (env POLYDEV_SESSION_TTL)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
 	logJSON := fs.Bool("log-json", envBool("POLYDEV_LOG_JSON"), "log JSON lines instead of text (env POLYDEV_LOG_JSON)")
+	eg, err := egress.FromEnv(os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	fs.StringVar(&eg.ProxyHost, "egress-proxy", eg.ProxyHost, "upstream proxy host (no port) for per-user egress; empty: direct egress (env "+egress.EnvProxy+")")
+	fs.IntVar(&eg.BasePort, "egress-base-port", eg.BasePort, "user 1's egress port; user n's is base+n-1 (env "+egress.EnvBasePort+")")
+	fs.IntVar(&eg.Size, "egress-ports", eg.Size, "how many ports the egress range has (env "+egress.EnvPorts+")")
+	fs.StringVar(&eg.IPLookupURL, "egress-ip-url", eg.IPLookupURL, "URL fetched through a port to learn its exit IP, answering plain text or {\"ip\":…} (env "+egress.EnvIPURL+")")
+	egSecret := fs.String("egress-secret-file", os.Getenv(egress.EnvSecretFile), "file with the proxy's username=… and password=… lines (env "+egress.EnvSecretFile+
+		"; or set "+egress.EnvUsername+" and "+egress.EnvPassword+"; never a flag)")
+	var rt runtimeFlags
+	rt.register(fs)
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := rt.validate(); err != nil {
 		return err
 	}
 	if v := os.Getenv("POLYDEV_SESSION_TTL"); v != "" {
@@ -56,6 +78,35 @@ environment variable named in its help.`)
 		h = slog.NewJSONHandler(e.stderr, nil)
 	}
 	log := slog.New(h)
+	if *egSecret != "" {
+		if fi, err := os.Stat(*egSecret); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			log.Warn("egress secret file is readable by other users: chmod 600 it", "path", *egSecret)
+		}
+		if err := eg.LoadSecretFile(*egSecret); err != nil {
+			return err
+		}
+	}
+	proxy, err := egress.New(eg)
+	if err != nil {
+		return err
+	}
+	defer proxy.Close()
+	cfg.Egress = proxy
+	switch {
+	case proxy.Direct():
+		log.Info("egress: direct, no proxy configured; providers see this host's address", "egress", proxy)
+	case !proxy.CanLookupIP():
+		log.Warn("egress: through the upstream proxy, one port per user; no --egress-ip-url, so egress IPs stay unknown", "egress", proxy)
+	default:
+		log.Info("egress: through the upstream proxy, one port per user", "egress", proxy)
+	}
+
+	if rt.role == "runtime" {
+		if err := os.MkdirAll(*data, 0o700); err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
+		return rt.serveRuntimeRole(ctx, log, cfg.Dev, *data, proxy)
+	}
 
 	st, err := openStore(ctx, log, *data, *dbURL, *migrateURL, *migrate || cfg.Dev)
 	if err != nil {
@@ -70,6 +121,12 @@ environment variable named in its help.`)
 	if err != nil {
 		return err
 	}
+	keys, runner, stopRuntime, err := rt.runtimeFor(ctx, log, cfg.Dev, *data, proxy)
+	defer stopRuntime()
+	if err != nil {
+		return err
+	}
+	cfg.RuntimeKeys, cfg.Runtime = keys, runner
 	srv, err := controlplane.New(cfg, log, web.Assets)
 	if err != nil {
 		return err

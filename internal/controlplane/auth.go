@@ -371,6 +371,8 @@ func (s *Server) audit(r *http.Request, userID, event string, detail map[string]
 // storeError maps store errors to API errors.
 func storeError(err error) error {
 	switch {
+	case errors.Is(err, store.ErrPortsExhausted):
+		return &apiError{status: errEgressExhausted.status, code: errEgressExhausted.code, message: errEgressExhausted.message, cause: err}
 	case errors.Is(err, store.ErrConflict):
 		return errConflict
 	case errors.Is(err, store.ErrNotFound):

@@ -78,16 +78,14 @@ func knownProvider(p string) bool {
 }
 
 func (s *Server) providerToken(ctx context.Context, user, provider string) (*store.ProviderToken, error) {
-	tokens, err := s.store.ProviderTokens(ctx, user)
+	t, err := s.store.ProviderToken(ctx, user, provider)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errorf(http.StatusConflict, "provider_not_linked", "link %s first (polydev link key --provider %s)", provider, provider)
+	}
 	if err != nil {
 		return nil, storeError(err)
 	}
-	for i := range tokens {
-		if tokens[i].Provider == provider {
-			return &tokens[i], nil
-		}
-	}
-	return nil, errorf(http.StatusConflict, "provider_not_linked", "link %s first (polydev link key --provider %s)", provider, provider)
+	return t, nil
 }
 
 // sealedToken returns the caller's own sealed credential for a provider;
@@ -302,6 +300,14 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	stop := context.AfterFunc(ctx, cancel)
 	defer stop()
+	// A quick failure gets a plain error answer; a slow start opens the
+	// stream after one heartbeat interval, so keep-alives flow while the
+	// provider thinks.
+	early := time.AfterFunc(s.cfg.Heartbeat, func() {
+		if sse.startEarly(s.cfg.Heartbeat) {
+			sse.write([]byte(": keep-alive\n\n"))
+		}
+	})
 	var result *worker.Result
 	runErr := s.cfg.Runtime.Run(jobCtx, job, func(ev worker.Event) error {
 		switch {
@@ -318,9 +324,11 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 		}
 		return nil
 	})
+	early.Stop()
+	started := sse.settle()
 	sse.stopHeartbeat()
 	if runErr != nil && result == nil {
-		if sse.started {
+		if started {
 			s.log.Error("runtime failed mid-stream", "err", runErr)
 			sse.event("error", api.StreamError{Error: api.ErrorDetail{Code: "runtime_failure", Message: "the runtime failed"}})
 			return nil
@@ -331,7 +339,13 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		s.log.Error("chat result not stored", "err", err)
 	}
-	if !sse.started {
+	if result.Error == nil || result.Error.Kind != "grant" {
+		// The credential went to the provider: record its use.
+		if terr := s.store.TouchProviderToken(context.WithoutCancel(ctx), user, conv.Provider, s.now()); terr != nil {
+			s.log.Warn("provider token use not recorded", "err", terr)
+		}
+	}
+	if !started {
 		if result.Error != nil && !stored {
 			// Nothing streamed, nothing stored: a plain error response, so
 			// the client can retry the same prompt.
@@ -433,14 +447,38 @@ type sseWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	started bool
+	settled bool // the job is over: no late start from the heartbeat timer
 	failed  error
 	stop    chan struct{}
 	done    chan struct{}
 }
 
+// startEarly opens the stream from the heartbeat timer, unless the job is
+// already over; it reports whether the stream is open.
+func (s *sseWriter) startEarly(heartbeat time.Duration) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.settled {
+		return false
+	}
+	return s.startLocked(heartbeat) == nil
+}
+
+// settle marks the job over and reports whether the stream was opened.
+func (s *sseWriter) settle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settled = true
+	return s.started
+}
+
 func (s *sseWriter) start(heartbeat time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.startLocked(heartbeat)
+}
+
+func (s *sseWriter) startLocked(heartbeat time.Duration) error {
 	if s.started {
 		return s.failed
 	}
@@ -453,18 +491,18 @@ func (s *sseWriter) start(heartbeat time.Duration) error {
 	s.failed = s.rc.Flush()
 	if heartbeat > 0 {
 		s.stop, s.done = make(chan struct{}), make(chan struct{})
-		go s.beat(heartbeat)
+		go s.beat(heartbeat, s.stop, s.done)
 	}
 	return s.failed
 }
 
-func (s *sseWriter) beat(every time.Duration) {
-	defer close(s.done)
+func (s *sseWriter) beat(every time.Duration, stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.stop:
+		case <-stop:
 			return
 		case <-t.C:
 			s.write([]byte(": keep-alive\n\n"))
@@ -473,10 +511,13 @@ func (s *sseWriter) beat(every time.Duration) {
 }
 
 func (s *sseWriter) stopHeartbeat() {
-	if s.stop != nil {
-		close(s.stop)
-		<-s.done
-		s.stop = nil
+	s.mu.Lock()
+	stop, done := s.stop, s.done
+	s.stop = nil
+	s.mu.Unlock()
+	if stop != nil {
+		close(stop)
+		<-done
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"polydev/internal/buildinfo"
 	"polydev/internal/crypto"
+	"polydev/internal/egress"
 	"polydev/internal/runtime"
 	"polydev/internal/store"
 )
@@ -44,6 +45,9 @@ type Config struct {
 	MaxStreamsPerUser int
 	// Heartbeat is the interval of SSE keep-alive comments (0: 15 s).
 	Heartbeat time.Duration
+	// Egress hands out users' egress ports and looks up their exit IPs;
+	// nil means direct egress over the default port range.
+	Egress *egress.Proxy
 }
 
 // Validate checks the configuration once, with clear errors.
@@ -74,6 +78,7 @@ type Server struct {
 	assets fs.FS
 	store  store.Store
 	now    func() time.Time
+	egress *egress.Proxy
 
 	accountLimit, ipLimit *failureLimiter
 	streams               *streamLimiter
@@ -94,6 +99,9 @@ func New(cfg Config, log *slog.Logger, assets fs.FS) (*Server, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.egress = cfg.Egress; s.egress == nil {
+		s.egress = egress.NewDirect()
 	}
 	if s.cfg.MaxStreamsPerUser <= 0 {
 		s.cfg.MaxStreamsPerUser = 4
@@ -125,10 +133,15 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/chat/{id}", s.handle(s.authenticated(s.conversation)))
 	mux.Handle("DELETE /v1/chat/{id}", s.handle(s.authenticated(s.deleteConversation)))
 	mux.Handle("POST /v1/chat/{id}/messages", s.handle(s.authenticated(s.sendMessage)))
+	mux.Handle("POST /v1/accounts/tokens", s.handle(s.authenticated(s.linkToken)))
+	mux.Handle("GET /v1/accounts", s.handle(s.authenticated(s.listAccounts)))
+	mux.Handle("POST /v1/accounts/{provider}/revoke", s.handle(s.authenticated(s.revokeProvider)))
+	mux.Handle("POST /v1/accounts/{provider}/rotate-egress", s.handle(s.authenticated(s.rotateEgress)))
 	notAllowed := s.handle(func(http.ResponseWriter, *http.Request) error {
 		return errorf(http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed")
 	})
-	for _, p := range []string{"/v1/auth/register", "/v1/auth/prelogin", "/v1/auth/login", "/v1/auth/me", "/v1/auth/logout", "/v1/auth/password"} {
+	for _, p := range []string{"/v1/auth/register", "/v1/auth/prelogin", "/v1/auth/login", "/v1/auth/me", "/v1/auth/logout", "/v1/auth/password",
+		"/v1/accounts/tokens", "/v1/accounts", "/v1/accounts/{provider}/token", "/v1/accounts/{provider}/revoke", "/v1/accounts/{provider}/rotate-egress"} {
 		mux.Handle(p, notAllowed)
 	}
 	mux.Handle("/v1/", s.handle(func(http.ResponseWriter, *http.Request) error {

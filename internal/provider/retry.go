@@ -18,7 +18,7 @@ type RetryPolicy struct {
 	BaseDelay time.Duration
 	// MaxWait caps any single wait. A provider that asks for longer
 	// (Retry-After above MaxWait) is not retried: its error, with its
-	// RetryAfter, goes to the caller at once.
+	// RetryAfter, goes to the caller at once. 0 means no cap.
 	MaxWait time.Duration
 }
 
@@ -99,7 +99,7 @@ func (p RetryPolicy) wait(n int, err error) (time.Duration, bool) {
 		return pe.RetryAfter, true
 	}
 	d := p.BaseDelay
-	for i := 1; i < n && d < p.MaxWait; i++ {
+	for i := 1; i < n && d < time.Hour; i++ {
 		d *= 2
 	}
 	if p.MaxWait > 0 && d > p.MaxWait {

@@ -221,11 +221,15 @@ type Audit interface {
 // ProviderTokens keeps linked provider credentials.
 type ProviderTokens interface {
 	// PutProviderToken inserts or replaces the acting user's token for
-	// t.Provider.
+	// t.Provider, as given, port included: the port is taken for the user
+	// (ErrConflict when another user holds it) and a port no token of the
+	// user uses any more is released. Linking and rotation go through
+	// Egress, which chooses the port.
 	PutProviderToken(ctx context.Context, as string, t *ProviderToken) error
 	// ProviderTokens lists the acting user's tokens, by provider.
 	ProviderTokens(ctx context.Context, as string) ([]ProviderToken, error)
-	// DeleteProviderToken removes the acting user's token for provider.
+	// DeleteProviderToken removes the acting user's token for provider
+	// and releases its port if no other token of the user uses it.
 	DeleteProviderToken(ctx context.Context, as, provider string) error
 }
 
@@ -259,6 +263,7 @@ type Store interface {
 	Sessions
 	Audit
 	ProviderTokens
+	Egress
 	Conversations
 	// Ping checks the database is reachable and migrated (for /readyz).
 	Ping(ctx context.Context) error

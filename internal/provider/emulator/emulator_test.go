@@ -357,6 +357,24 @@ func jsonString(v any) string {
 	return string(b)
 }
 
+// TestGoogleArrayErrors checks that the JSON-array stream form wraps its
+// error body in an array, as Gemini does, and the SSE form does not.
+func TestGoogleArrayErrors(t *testing.T) {
+	t.Parallel()
+	_, root := serve(t, emulator.Options{})
+	hdr := map[string]string{"X-Goog-Api-Key": "k", "X-Polydev-Emulator": "fail=429"}
+	base := root + "/google/v1beta/models/g:streamGenerateContent"
+	body := `{"contents":[{"parts":[{"text":"hi"}]}]}`
+	var arr []struct{ Error struct{ Code int } }
+	if err := json.NewDecoder(post(t, base, body, hdr).Body).Decode(&arr); err != nil || len(arr) != 1 || arr[0].Error.Code != 429 {
+		t.Errorf("array form: %v %+v; want [{error: {code: 429}}]", err, arr)
+	}
+	var obj struct{ Error struct{ Code int } }
+	if err := json.NewDecoder(post(t, base+"?alt=sse", body, hdr).Body).Decode(&obj); err != nil || obj.Error.Code != 429 {
+		t.Errorf("sse form: %v %+v; want {error: {code: 429}}", err, obj)
+	}
+}
+
 // TestCutAndAbort checks that cut_after drops the connection without a
 // terminator and that a client going away is noticed.
 func TestCutAndAbort(t *testing.T) {
@@ -497,4 +515,36 @@ func TestCloseEndsStalls(t *testing.T) {
 		t.Fatalf("%v; stats %+v", err, em.Stats())
 	}
 	<-done
+}
+
+// TestPacing checks that ttft, tps and stall hold tokens back at least as
+// long as asked (lower bounds only: a slow machine may take longer).
+func TestPacing(t *testing.T) {
+	t.Parallel()
+	_, root := serve(t, emulator.Options{})
+	start := time.Now()
+	resp := post(t, root+"/anthropic/v1/messages", `{"model":"c","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		map[string]string{"X-Api-Key": "k", "Anthropic-Version": "2023-06-01", "X-Polydev-Emulator": "ttft=100ms;tps=50;tokens=5;stall=150ms;stall_after=3"})
+	sc := bufio.NewScanner(resp.Body)
+	var at []time.Duration // when each delta arrived
+	for sc.Scan() {
+		if sc.Text() == "event: content_block_delta" {
+			at = append(at, time.Since(start))
+		}
+	}
+	if len(at) != 5 {
+		t.Fatalf("%d deltas; want 5", len(at))
+	}
+	// Cumulative bounds from the request's start: the emulator cannot send
+	// token i before ttft + i/tps (+ the stall once 3 tokens are out), however
+	// late the client reads.
+	for i, got := range at {
+		min := 100*time.Millisecond + time.Duration(i)*20*time.Millisecond
+		if i >= 3 {
+			min += 150 * time.Millisecond
+		}
+		if got < min {
+			t.Errorf("token %d arrived after %v; want ≥ %v", i, got, min)
+		}
+	}
 }

@@ -15,7 +15,8 @@ import (
 // detail of reason API_KEY_INVALID, as the real API answers; a 429 carries
 // its delay in a google.rpc.RetryInfo detail, not in a header. Streams are
 // Server-Sent Events ending lines with "\r\n" under ?alt=sse, and otherwise
-// one JSON array whose elements arrive as they are made.
+// one JSON array whose elements arrive as they are made; in that form an
+// error body is an array as well: [{"error":{…}}].
 
 type gError struct {
 	Code    int              `json:"code"`
@@ -30,7 +31,12 @@ func (c *call) googleError(e gError) {
 			"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": fmt.Sprintf("%gs", d.Seconds()),
 		})
 	}
-	b, _ := json.MarshalIndent(map[string]any{"error": e}, "", "  ")
+	var body any = map[string]any{"error": e}
+	if c.googleArray {
+		// The JSON-array stream form wraps its errors in an array too.
+		body = []any{body}
+	}
+	b, _ := json.MarshalIndent(body, "", "  ")
 	c.w.Header().Set("Content-Type", "application/json; charset=UTF-8")
 	c.w.WriteHeader(e.Code)
 	_, _ = c.w.Write(append(b, '\n'))
@@ -101,6 +107,7 @@ func (e *Emulator) google(w http.ResponseWriter, r *http.Request) {
 		c.googleError(gError{Code: 404, Message: "The requested URL was not found on this server.", Status: "NOT_FOUND"})
 		return
 	}
+	c.googleArray = method == "streamGenerateContent" && r.URL.Query().Get("alt") != "sse"
 	key := r.Header.Get("X-Goog-Api-Key")
 	if key == "" {
 		key = r.URL.Query().Get("key")

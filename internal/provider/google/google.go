@@ -25,8 +25,14 @@ import (
 	"polydev/internal/provider/wire"
 )
 
-// DefaultBaseURL is the public API root including the version.
-const DefaultBaseURL = "https://generativelanguage.googleapis.com/v1beta"
+// DefaultBaseURL is the public API root. As with the genai SDKs, the
+// adapter adds the API version (APIVersion) unless the base URL already
+// ends with one.
+const DefaultBaseURL = "https://generativelanguage.googleapis.com"
+
+// APIVersion is the Gemini API version the adapter speaks: v1beta carries
+// systemInstruction and every current model.
+const APIVersion = "v1beta"
 
 // maxErrorBody bounds how much of an error answer is read.
 const maxErrorBody = 64 << 10
@@ -39,13 +45,17 @@ type Provider struct {
 
 var _ provider.Provider = (*Provider)(nil)
 
-// New returns the adapter for cfg. cfg.BaseURL is the API root including
-// the version, e.g. "https://generativelanguage.googleapis.com/v1beta" (the
-// default).
+// New returns the adapter for cfg. cfg.BaseURL is the API root, e.g.
+// "https://generativelanguage.googleapis.com" (the default), to which
+// "/v1beta" is added; a base URL that ends in "/v1beta" or "/v1" is used
+// as it is.
 func New(cfg provider.Config) *Provider {
 	base := strings.TrimRight(cfg.BaseURL, "/")
 	if base == "" {
 		base = DefaultBaseURL
+	}
+	if !strings.HasSuffix(base, "/v1beta") && !strings.HasSuffix(base, "/v1") {
+		base += "/" + APIVersion
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {

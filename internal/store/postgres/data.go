@@ -34,8 +34,9 @@ func checkOwner(op, owner string, as uuid.UUID) error {
 
 // PutProviderToken inserts or replaces the acting user's token for
 // t.Provider. A replaced token keeps its CreatedAt. Zero times are stored
-// as "none". It does not touch egress_allocations: the store interface
-// has no notion of allocating ports yet.
+// as "none". The port is taken for the user (store.ErrConflict when
+// another user holds it) and the one it replaces released if unused
+// (egress.go).
 func (db *DB) PutProviderToken(ctx context.Context, as string, t *store.ProviderToken) error {
 	const op = "put provider token"
 	user, ok := parseID(as)
@@ -51,7 +52,17 @@ func (db *DB) PutProviderToken(ctx context.Context, as string, t *store.Provider
 	}
 	var created time.Time
 	err := db.asUser(ctx, user, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, `insert into provider_tokens (user_id, provider, encrypted_refresh_token, scopes,
+		if err := lockEgress(ctx, tx); err != nil {
+			return err
+		}
+		old, err := currentPort(ctx, tx, user, t.Provider)
+		if err != nil {
+			return err
+		}
+		if err := holdPort(ctx, tx, user, t.EgressPort); err != nil {
+			return err
+		}
+		err = tx.QueryRow(ctx, `insert into provider_tokens (user_id, provider, encrypted_refresh_token, scopes,
 				expires_at, decodo_port, egress_ip, last_rotated_at, last_used_at)
 			values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 			on conflict (user_id, provider) do update set
@@ -61,6 +72,13 @@ func (db *DB) PutProviderToken(ctx context.Context, as string, t *store.Provider
 			returning created_at`,
 			user, t.Provider, t.EncryptedRefreshToken, scopes, nullTime(t.ExpiresAt), t.EgressPort, t.EgressIP,
 			nullTime(t.LastRotatedAt), nullTime(t.LastUsedAt)).Scan(&created)
+		if err != nil {
+			return err
+		}
+		if old != 0 && old != t.EgressPort {
+			return releasePort(ctx, tx, user, old)
+		}
+		return nil
 	})
 	if err != nil {
 		return wrap(op, err)
@@ -106,7 +124,13 @@ func (db *DB) DeleteProviderToken(ctx context.Context, as, provider string) erro
 		return wrap(op, store.ErrNotFound)
 	}
 	return wrap(op, db.asUser(ctx, user, func(tx pgx.Tx) error {
-		return mustAffect(tx.Exec(ctx, "delete from provider_tokens where user_id = $1 and provider = $2", user, provider))
+		var port int
+		err := tx.QueryRow(ctx, "delete from provider_tokens where user_id = $1 and provider = $2 returning decodo_port",
+			user, provider).Scan(&port)
+		if err != nil {
+			return err // pgx.ErrNoRows: store.ErrNotFound
+		}
+		return releasePort(ctx, tx, user, port)
 	}))
 }
 

@@ -63,7 +63,7 @@ var appTables = []struct {
 	{"sessions", "user_id = '%[1]s'", "revoked_at = now()", false},
 	{"audit_log", "user_id = '%[1]s'", "", false},
 	{"provider_tokens", "user_id = '%[1]s'", "encrypted_refresh_token = 'pwned'", true},
-	{"egress_allocations", "user_id = '%[1]s'", "allocated_at = now()", true},
+	{"egress_ports", "user_id = '%[1]s'", "", true},
 	{"conversations", "user_id = '%[1]s'", "encrypted_title = 'pwned'", true},
 	{"messages", "id = '%[2]s'", "", false},
 	{"vm_sessions", "user_id = '%[1]s'", "status = 'failed'", true},
@@ -89,8 +89,8 @@ func seed(t *testing.T, admin *pgx.Conn, port int) owner {
 		{`insert into sessions (id, user_id, token_hash, created_at, expires_at, last_seen_at)
 			values (gen_random_uuid(), $1, $2, now(), now() + interval '1 hour', now())`, []any{o.user, hash}},
 		{`insert into audit_log (user_id, event) values ($1, 'seed')`, []any{o.user}},
+		{`insert into egress_ports (port, user_id) values ($2, $1)`, []any{o.user, port}},
 		{`insert into provider_tokens (user_id, provider, encrypted_refresh_token, decodo_port) values ($1, 'openai', 'tok', $2)`, []any{o.user, port}},
-		{`insert into egress_allocations (port, user_id, provider) values ($2, $1, 'openai')`, []any{o.user, port}},
 		{`insert into conversations (id, user_id, provider, wrapped_key) values ($2, $1, 'openai', 'k')`, []any{o.user, o.conv}},
 		{`insert into messages (id, conversation_id, role, encrypted_content) values ($1, $2, 'user', 'c')`, []any{o.msg, o.conv}},
 		{`insert into vm_sessions (id, user_id, provider, status) values (gen_random_uuid(), $1, 'openai', 'ready')`, []any{o.user}},
@@ -212,6 +212,23 @@ func TestCatalogue(t *testing.T) {
 		{"store's roles", `select count(*) from pg_roles where rolname in ('polydev_app', 'polydev_auth') and not rolcanlogin`, 2},
 		{"SECURITY DEFINER functions in public and auth",
 			`select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace where n.nspname in ('public', 'auth') and p.prosecdef`, 0},
+		// The one SECURITY DEFINER function: free_port, owned by a role
+		// that cannot log in, with a pinned search path, callable only by
+		// polydev_app.
+		{"SECURITY DEFINER functions other than polydev_egress.free_port",
+			`select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+			where p.prosecdef and n.nspname not in ('pg_catalog', 'information_schema')
+			and p.oid <> 'polydev_egress.free_port(int, int)'::regprocedure`, 0},
+		{"free_port owned by polydev_egress, search path pinned",
+			`select count(*) from pg_proc p where p.oid = 'polydev_egress.free_port(int, int)'::regprocedure
+			and pg_get_userbyid(p.proowner) = 'polydev_egress' and p.proconfig @> array['search_path=pg_catalog, pg_temp']`, 1},
+		{"other roles that may call free_port (PUBLIC would show as the login role)",
+			`select count(*) from unnest(array['polydev_auth', 'app']) r
+			where has_function_privilege(r, 'polydev_egress.free_port(int, int)', 'execute')`, 0},
+		{"polydev_app may call free_port",
+			`select count(*) where has_function_privilege('polydev_app', 'polydev_egress.free_port(int, int)', 'execute')`, 1},
+		{"polydev_egress can log in, bypass RLS or is superuser",
+			`select count(*) from pg_roles where rolname = 'polydev_egress' and (rolcanlogin or rolsuper or rolbypassrls)`, 0},
 		{"goose's table in public", `select count(*) from pg_class where relname like 'goose%' and relnamespace = 'public'::regnamespace`, 0},
 		{"goose's table in polydev_meta", `select count(*) from pg_class where relname = 'goose_db_version' and relnamespace = 'polydev_meta'::regnamespace`, 1},
 		{"TRUNCATE, REFERENCES or TRIGGER held by the store's roles",
@@ -249,6 +266,25 @@ func TestCatalogue(t *testing.T) {
 	wantReach := []string{"audit_log insert", "sessions select", "sessions update last_seen_at", "users select"}
 	if !slices.Equal(reach, wantReach) {
 		t.Errorf("polydev_auth's privileges: %q; want %q", reach, wantReach)
+	}
+
+	// polydev_egress reads two columns, nothing more.
+	var egressReach []string
+	err = admin.QueryRow(ctx, `select coalesce(array_agg(x order by x), '{}') from (
+			select c.relname || ' ' || p || ' ' || a.attname as x
+			from pg_class c cross join unnest(array['select', 'insert', 'update', 'references']) p
+			join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+			where c.relnamespace = 'public'::regnamespace and c.relkind = 'r'
+			and has_column_privilege('polydev_egress', c.oid, a.attnum, p)
+			union all
+			select c.relname || ' ' || p from pg_class c cross join unnest(array['delete', 'truncate', 'trigger']) p
+			where c.relnamespace = 'public'::regnamespace and c.relkind = 'r' and has_table_privilege('polydev_egress', c.oid, p)
+		) reach`).Scan(&egressReach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"egress_ports select port", "users select number"}; !slices.Equal(egressReach, want) {
+		t.Errorf("polydev_egress's privileges: %q; want %q", egressReach, want)
 	}
 }
 
@@ -354,6 +390,7 @@ func TestRawIsolation(t *testing.T) {
 			fmt.Sprintf("insert into messages (id, conversation_id, role, encrypted_content) values (gen_random_uuid(), '%s', 'user', 'x')", b.conv),
 			fmt.Sprintf("update conversations set user_id = '%s' where user_id = '%s'", b.user, a.user),
 			fmt.Sprintf("insert into audit_log (user_id, event) values ('%s', 'forged')", b.user),
+			fmt.Sprintf("insert into egress_ports (port, user_id) values (10999, '%s')", b.user),
 		} {
 			inRole(t, app, "polydev_app", a.user, func(tx pgx.Tx) {
 				if _, err := tx.Exec(t.Context(), q); sqlState(err) != "42501" {

@@ -338,13 +338,15 @@ func TestDeleteUserKeepsAudit(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := db.w.ExecContext(ctx(), `INSERT INTO egress_allocations (port, user_id, provider) VALUES (10001, ?, 'google')`, u.ID); err != nil {
-		t.Fatal(err)
+	// PutProviderToken took the port for the user.
+	var held int
+	if err := db.r.QueryRowContext(ctx(), `SELECT count(*) FROM egress_ports WHERE port = 10001 AND user_id = ?`, u.ID).Scan(&held); err != nil || held != 1 {
+		t.Fatalf("egress_ports rows of the user: %d, %v; want 1", held, err)
 	}
 	if err := db.DeleteUser(ctx(), u.ID); err != nil {
 		t.Fatal(err)
 	}
-	for _, table := range []string{"users", "sessions", "provider_tokens", "egress_allocations", "conversations", "messages"} {
+	for _, table := range []string{"users", "sessions", "provider_tokens", "egress_ports", "conversations", "messages"} {
 		var n int
 		if err := db.r.QueryRowContext(ctx(), `SELECT count(*) FROM `+table).Scan(&n); err != nil || n != 0 {
 			t.Errorf("%s after erasure: %d rows, %v; want 0", table, n, err)

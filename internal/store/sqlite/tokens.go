@@ -16,8 +16,10 @@ import (
 // replaces every field of the existing one but CreatedAt, which keeps the
 // time the provider was first linked (a zero CreatedAt on insert becomes
 // now). t.UserID must be `as` or empty; another user is store.ErrNotFound.
-// An unknown provider or an egress port below 1 is store.ErrInvalid. Zero
-// times are stored as NULL; Scopes as a JSON array.
+// An unknown provider or an egress port outside 1..65535 is
+// store.ErrInvalid; a port another user holds is store.ErrConflict. The
+// port is taken for the user and the one it replaces released if unused
+// (egress.go). Zero times are stored as NULL; Scopes as a JSON array.
 func (db *DB) PutProviderToken(ctx context.Context, as string, t *store.ProviderToken) error {
 	const op = "put provider token"
 	as, ok := canonicalID(as)
@@ -44,10 +46,17 @@ func (db *DB) PutProviderToken(ctx context.Context, as string, t *store.Provider
 	}
 	var createdAt time.Time
 	err = db.write(ctx, func(tx *sql.Tx) error {
+		old, err := currentPort(ctx, tx, as, t.Provider)
+		if err != nil {
+			return err
+		}
+		if err := holdPort(ctx, tx, as, t.EgressPort); err != nil {
+			return err
+		}
 		// INSERT … SELECT takes the owner from the acting user's row; the
 		// WHERE clause also keeps SQLite from reading ON CONFLICT as a
 		// join constraint.
-		return tx.QueryRowContext(ctx, `INSERT INTO provider_tokens (user_id, provider, encrypted_refresh_token, scopes,
+		err = tx.QueryRowContext(ctx, `INSERT INTO provider_tokens (user_id, provider, encrypted_refresh_token, scopes,
 				expires_at, decodo_port, egress_ip, last_rotated_at, last_used_at, created_at)
 			SELECT id, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM users WHERE id = ?
 			ON CONFLICT (user_id, provider) DO UPDATE SET
@@ -57,6 +66,13 @@ func (db *DB) PutProviderToken(ctx context.Context, as string, t *store.Provider
 			RETURNING created_at`,
 			t.Provider, t.EncryptedRefreshToken, string(scopesJSON), nullTime(t.ExpiresAt), t.EgressPort, t.EgressIP,
 			nullTime(t.LastRotatedAt), nullTime(t.LastUsedAt), encodeTime(created), as).Scan(timeDest{&createdAt})
+		if err != nil {
+			return err
+		}
+		if old != 0 && old != t.EgressPort {
+			return releasePort(ctx, tx, as, old)
+		}
+		return nil
 	})
 	if err != nil {
 		return fail(ctx, op, err)
@@ -115,7 +131,13 @@ func (db *DB) DeleteProviderToken(ctx context.Context, as, provider string) erro
 		return fail(ctx, op, store.ErrNotFound)
 	}
 	err := db.write(ctx, func(tx *sql.Tx) error {
-		return oneRow(tx.ExecContext(ctx, `DELETE FROM provider_tokens WHERE user_id = ? AND provider = ?`, as, provider))
+		var port int
+		err := tx.QueryRowContext(ctx, `DELETE FROM provider_tokens WHERE user_id = ? AND provider = ? RETURNING decodo_port`,
+			as, provider).Scan(&port)
+		if err != nil {
+			return err // sql.ErrNoRows: store.ErrNotFound
+		}
+		return releasePort(ctx, tx, as, port)
 	})
 	return fail(ctx, op, err)
 }
