@@ -107,13 +107,40 @@ func cgroupDirs(match func(string) bool) []string {
 }
 
 // removeCgroups removes the cgroups of container id that runc left (it
-// normally removes them itself).
-func removeCgroups(id string, log *slog.Logger) {
-	for _, d := range cgroupDirs(func(n string) bool { return n == id }) {
-		if err := unix.Rmdir(d); err != nil && !errors.Is(err, unix.ENOENT) {
-			log.Warn("runtime pool: remove cgroup failed", "cgroup", d, "err", err)
+// normally removes them itself), killing any process still in them.
+func removeCgroups(id string, log *slog.Logger) int {
+	n := 0
+	for _, d := range cgroupDirs(func(name string) bool { return name == id }) {
+		if drainCgroup(d, log) {
+			n++
 		}
 	}
+	return n
+}
+
+// drainCgroup kills the processes in cgroup dir d, waits for the kernel to
+// let them go, and removes d. It reports whether d was removed.
+func drainCgroup(d string, log *slog.Logger) bool {
+	var err error
+	for try := 0; try < 100; try++ {
+		if b, rerr := os.ReadFile(filepath.Join(d, "cgroup.procs")); rerr == nil {
+			for _, f := range strings.Fields(string(b)) {
+				var pid int
+				if _, err := fmt.Sscan(f, &pid); err == nil && pid > 0 {
+					_ = unix.Kill(pid, unix.SIGKILL)
+				}
+			}
+		}
+		if err = unix.Rmdir(d); err == nil || errors.Is(err, unix.ENOENT) {
+			return err == nil
+		}
+		if !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	log.Warn("runtime pool: remove cgroup failed", "cgroup", d, "err", err)
+	return false
 }
 
 // mountsUnder lists mount points at or below dir, deepest first.
@@ -165,25 +192,8 @@ func (p *Pool) Reconcile(ctx context.Context) error {
 		p.log.Info("runtime pool: reclaimed container", "container", c.ID, "status", c.Status)
 	}
 	for _, d := range cgroupDirs(func(name string) bool { return strings.HasPrefix(name, p.prefix+"-") && !live(name) }) {
-		// A cgroup whose processes survived runc delete: kill them first,
-		// and give the kernel a moment to let them go.
-		var err error
-		for try := 0; try < 50; try++ {
-			if b, rerr := os.ReadFile(filepath.Join(d, "cgroup.procs")); rerr == nil {
-				for _, f := range strings.Fields(string(b)) {
-					var pid int
-					if _, err := fmt.Sscan(f, &pid); err == nil && pid > 0 {
-						_ = unix.Kill(pid, unix.SIGKILL)
-					}
-				}
-			}
-			if err = unix.Rmdir(d); err == nil || errors.Is(err, unix.ENOENT) || !errors.Is(err, unix.EBUSY) {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if err != nil && !errors.Is(err, unix.ENOENT) {
-			p.log.Warn("runtime pool: reclaim cgroup failed", "cgroup", d, "err", err)
+		// A cgroup whose processes survived runc delete.
+		if !drainCgroup(d, p.log) {
 			continue
 		}
 		n++

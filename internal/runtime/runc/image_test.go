@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"polydev/internal/runtime/runc"
+	"polydev/internal/runtime/runc/runctest"
 )
 
 // The same inputs give the same rootfs digest, whatever the inputs' file
@@ -20,7 +21,7 @@ func TestImageReproducible(t *testing.T) {
 	}
 	dir := t.TempDir()
 	copyBin := func(name string, mtime time.Time, flip bool) string {
-		b, err := os.ReadFile(imageBin)
+		b, err := os.ReadFile(runctest.Binary(t))
 		if err != nil {
 			t.Fatal(err)
 		}
