@@ -216,7 +216,7 @@ func New(ctx context.Context, cfg Config) (*Pool, error) {
 		cfg: cfg,
 		// runc processes die with the pool's owner, so a killed owner cannot
 		// leave a runc run that completes after the next start's reclaim.
-		rc:      &gorunc.Runc{Command: cfg.Runc, Root: filepath.Join(cfg.Root, "runc"), PdeathSignal: syscall.SIGKILL,
+		rc: &gorunc.Runc{Command: cfg.Runc, Root: filepath.Join(cfg.Root, "runc"), PdeathSignal: syscall.SIGKILL,
 			// and in their own process group, so a signal to the owner's
 			// group (a terminal's Ctrl-C, timeout(1)) does not cut a
 			// runc delete short during shutdown.
