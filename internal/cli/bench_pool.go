@@ -263,7 +263,9 @@ upstream fetched directly from this process. Needs root and runc.`)
 	directClient := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conc}}
 	defer upstream.Close()
 	p, err := runc.New(ctx, runc.Config{Root: root, Image: image, Log: slog.New(slog.DiscardHandler),
-		Pools: map[string]runc.PoolSize{"bench": {MinIdle: *conc, MaxTotal: max(128, *conc)}}})
+		// MaxTotal = MinIdle: once every user holds its container, the
+		// refill has nothing to start while the streams are measured.
+		Pools: map[string]runc.PoolSize{"bench": {MinIdle: *conc, MaxTotal: *conc}}})
 	if err != nil {
 		return err
 	}

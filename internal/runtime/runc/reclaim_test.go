@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -211,5 +212,51 @@ func TestKilledOwnerLeavesNothing(t *testing.T) {
 	}
 	if !after.empty() {
 		t.Errorf("after restart: left %+v; want nothing", after)
+	}
+}
+
+// The reconcile timer removes what no live container owns — here a stray
+// container directory with a socket and a stray cgroup — and leaves the
+// live containers alone.
+func TestReconcileTimer(t *testing.T) {
+	root := newRoot(t)
+	p := newPool(t, runc.Config{Root: root, ReconcileEvery: 200 * time.Millisecond})
+	ctx := context.Background()
+	l, err := p.Checkout(ctx, "openai", "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	stray := filepath.Join(root, "c", p.Prefix()+"-stray")
+	if err := os.MkdirAll(filepath.Join(stray, "run"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", filepath.Join(stray, "run", "worker.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	cg := filepath.Join("/sys/fs/cgroup/pids", p.Prefix()+"-stray")
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Rmdir(cg) })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, e1 := os.Stat(stray)
+		_, e2 := os.Stat(cg)
+		if os.IsNotExist(e1) && os.IsNotExist(e2) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after reconcile: stray dir %v, stray cgroup %v; want both gone", e1, e2)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := os.Stat(l.Dir()); err != nil {
+		t.Errorf("the live container's directory: %v", err)
+	}
+	if _, err := collect(ctx, l, echoTask("u", "", 0, "x")); err != nil {
+		t.Errorf("the live container after reconcile: %v", err)
 	}
 }
