@@ -32,7 +32,8 @@ The program inside a runtime container (not for direct use). It listens on a
 unix socket, reads one request per connection, runs it, streams the events
 back as JSON lines, and wipes what the request held. Its only way to the
 network is the egress gateway socket.`)
-	sock := fs.String("socket", wire.WorkerSocket, "unix socket to listen on")
+	fd := fs.Int("listen-fd", wire.WorkerFD, "listening unix socket handed in by the supervisor")
+	sock := fs.String("socket", "", "listen on this unix socket path instead of --listen-fd")
 	gw := fs.String("gateway", wire.GatewaySocket, "egress gateway socket")
 	tmp := fs.String("tmp", "/tmp", "the tmpfs emptied after every request")
 	if err := parse(fs, args); err != nil {
@@ -42,15 +43,24 @@ network is the egress gateway socket.`)
 	if err := hardenProcess(); err != nil {
 		return err
 	}
-	_ = os.Remove(*sock)
-	ln, err := net.Listen("unix", *sock)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+	var ln net.Listener
+	var err error
+	if *sock != "" {
+		_ = os.Remove(*sock)
+		if ln, err = net.Listen("unix", *sock); err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		if err := os.Chmod(*sock, 0o600); err != nil {
+			return err
+		}
+	} else {
+		f := os.NewFile(uintptr(*fd), "worker.sock")
+		if ln, err = net.FileListener(f); err != nil {
+			return fmt.Errorf("listen fd %d: %w", *fd, err)
+		}
+		f.Close()
 	}
 	defer ln.Close()
-	if err := os.Chmod(*sock, 0o600); err != nil {
-		return err
-	}
 	go func() { <-ctx.Done(); ln.Close() }()
 	w := &workerServer{client: gateway.Client(*gw), tmp: *tmp, log: log}
 	for {

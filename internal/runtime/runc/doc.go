@@ -5,9 +5,10 @@
 // shared read-only image (see Build), in its own user, PID, mount, IPC, UTS
 // and network namespaces (loopback only), with no capabilities,
 // no_new_privs, a seccomp deny-list, tmpfs for /tmp and memory, CPU and pid
-// limits. It has two host directories bind-mounted: run/, where the worker
-// listens on its socket, and egress/ (read-only), where the host-side egress
-// gateway listens — the container's only way to the network.
+// limits. Its worker listens on a socket the supervisor creates and hands in
+// as an open file descriptor; the one host directory mounted in, read-only,
+// holds the socket of the host-side egress gateway — the container's only
+// way to the network.
 //
 // A request checks a container out, binds its gateway to the user's egress
 // port, sends the task (sealed grant and runtime key) over the socket,

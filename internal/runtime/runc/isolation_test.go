@@ -109,7 +109,7 @@ func TestIsolationProbes(t *testing.T) {
 		{"raw socket", []string{"raw_socket"}, true, nil},
 		{"connect to a host loopback port", []string{"connect", tcp.Addr().String()}, true, nil},
 		{"connect to a host abstract unix socket", []string{"unix_connect", abstract}, true, nil},
-		{"reach another container's worker socket", []string{"unix_connect", filepath.Join(b.Dir(), "run", "worker.sock")}, true, nil},
+		{"reach another container's worker socket", []string{"unix_connect", filepath.Join(b.Dir(), "worker.sock")}, true, nil},
 		{"reach another container's gateway socket", []string{"unix_connect", filepath.Join(b.Dir(), "egress", "egress.sock")}, true, nil},
 		{"read another user's tmpfs", []string{"read", bTmp}, true, nil},
 		{"read the worker's environment (not dumpable)", []string{"read", "/proc/1/environ"}, false, nil},

@@ -477,7 +477,7 @@ func (l *Lease) Run(ctx context.Context, op string, task worker.Task, emit func(
 	defer c.gw.Unbind()
 
 	d := net.Dialer{Timeout: 2 * time.Second}
-	conn, err := d.DialContext(ctx, "unix", filepath.Join(c.dir, "run", "worker.sock"))
+	conn, err := d.DialContext(ctx, "unix", c.socket())
 	if err != nil {
 		l.p.metrics.failures.WithLabelValues(c.provider, "task").Inc()
 		return fmt.Errorf("runtime pool: connect to worker: %w", err)
@@ -565,6 +565,29 @@ func (l *Lease) Release() {
 	})
 }
 
+// socket is the worker's socket on the host.
+func (c *container) socket() string { return filepath.Join(c.dir, "worker.sock") }
+
+// listenFile creates a listening unix socket at path (mode 0600) and
+// returns it as a file to hand to the container; the socket stays on disk
+// when the file is closed.
+func listenFile(path string) (*os.File, error) {
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("worker socket: %w", err)
+	}
+	ln.SetUnlinkOnClose(false)
+	defer ln.Close()
+	if err := os.Chmod(path, 0o600); err != nil {
+		return nil, fmt.Errorf("worker socket: %w", err)
+	}
+	f, err := ln.File()
+	if err != nil {
+		return nil, fmt.Errorf("worker socket: %w", err)
+	}
+	return f, nil
+}
+
 // Container is the id of the leased container (for probes and tests).
 func (l *Lease) Container() string { return l.c.id }
 
@@ -609,7 +632,7 @@ func (p *Pool) start(ctx context.Context, provider string) (c *container, err er
 		path string
 		mode os.FileMode
 		own  bool
-	}{{c.dir, 0o711, false}, {filepath.Join(c.dir, "run"), 0o700, true}, {filepath.Join(c.dir, "egress"), 0o700, true}} {
+	}{{c.dir, 0o711, false}, {filepath.Join(c.dir, "egress"), 0o700, true}} {
 		if err := os.Mkdir(d.path, d.mode); err != nil {
 			return nil, err
 		}
@@ -634,12 +657,20 @@ func (p *Pool) start(ctx context.Context, provider string) (c *container, err er
 	if err := os.WriteFile(filepath.Join(c.dir, "config.json"), sb, 0o600); err != nil {
 		return nil, err
 	}
-	stdio, err := newStdio(c.stderr)
+	// The worker's socket is made here and handed in as fd 3: the worker
+	// gets no writable host directory, and only root can connect (0600).
+	lnFile, err := listenFile(c.socket())
 	if err != nil {
 		return nil, err
 	}
-	_, err = p.rc.Run(ctx, id, c.dir, &gorunc.CreateOpts{Detach: true, IO: stdio})
+	stdio, err := newStdio(c.stderr)
+	if err != nil {
+		lnFile.Close()
+		return nil, err
+	}
+	_, err = p.rc.Run(ctx, id, c.dir, &gorunc.CreateOpts{Detach: true, IO: stdio, ExtraFiles: []*os.File{lnFile}})
 	stdio.closeChildEnds()
+	lnFile.Close()
 	if err != nil {
 		return nil, fmt.Errorf("runc run: %w: %s", err, c.stderr.String())
 	}
@@ -651,7 +682,7 @@ func (p *Pool) start(ctx context.Context, provider string) (c *container, err er
 }
 
 func (p *Pool) waitReady(ctx context.Context, c *container) error {
-	sock := filepath.Join(c.dir, "run", "worker.sock")
+	sock := c.socket()
 	delay := time.Millisecond
 	for {
 		if _, err := os.Stat(sock); err == nil {
@@ -842,7 +873,7 @@ func (p *Pool) healthCheck(ctx context.Context) {
 	p.mu.Unlock()
 	var good, bad []*container
 	for _, c := range check {
-		if err := ping(ctx, filepath.Join(c.dir, "run", "worker.sock")); err != nil {
+		if err := ping(ctx, c.socket()); err != nil {
 			p.log.Warn("runtime pool: health check failed", "container", c.id, "err", err)
 			p.metrics.failures.WithLabelValues(c.provider, "health").Inc()
 			bad = append(bad, c)

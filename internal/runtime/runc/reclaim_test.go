@@ -228,10 +228,10 @@ func TestReconcileTimer(t *testing.T) {
 	}
 	defer l.Release()
 	stray := filepath.Join(root, "c", p.Prefix()+"-stray")
-	if err := os.MkdirAll(filepath.Join(stray, "run"), 0o700); err != nil {
+	if err := os.MkdirAll(stray, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("unix", filepath.Join(stray, "run", "worker.sock"))
+	ln, err := net.Listen("unix", filepath.Join(stray, "worker.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}

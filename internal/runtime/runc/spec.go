@@ -72,7 +72,7 @@ func containerSpec(id, rootfs, dir, cgroupsPath string, lim Limits, ids idMap) *
 		Root:     &specs.Root{Path: rootfs, Readonly: true},
 		Process: &specs.Process{
 			User:            specs.User{UID: uid, GID: uid},
-			Args:            []string{"/polydev", "worker", "--socket", workerSocketIn},
+			Args:            []string{"/polydev", "worker", "--listen-fd", "3"},
 			Env:             []string{"PATH=/", "GOMAXPROCS=1", "GODEBUG=madvdontneed=1"},
 			Cwd:             "/",
 			NoNewPrivileges: true,
@@ -88,7 +88,6 @@ func containerSpec(id, rootfs, dir, cgroupsPath string, lim Limits, ids idMap) *
 			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "noexec", "strictatime", "mode=755", "size=64k"}},
 			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
 			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: append(append([]string{}, noexec...), "mode=1777", "size="+strconv.FormatInt(lim.TmpBytes, 10))},
-			{Destination: "/run/polydev", Type: "bind", Source: filepath.Join(dir, "run"), Options: append([]string{"rbind", "rw"}, noexec...)},
 			{Destination: "/run/egress", Type: "bind", Source: filepath.Join(dir, "egress"), Options: append([]string{"rbind", "ro"}, noexec...)},
 		},
 		Linux: &specs.Linux{
@@ -128,8 +127,5 @@ func containerSpec(id, rootfs, dir, cgroupsPath string, lim Limits, ids idMap) *
 	}
 	return s
 }
-
-// workerSocketIn is the worker's socket path inside the container.
-const workerSocketIn = "/run/polydev/worker.sock"
 
 func intPtr(i int) *int { return &i }

@@ -24,8 +24,9 @@ import (
 
 // Paths inside a worker container.
 const (
-	// WorkerSocket is where the worker listens.
-	WorkerSocket = "/run/polydev/worker.sock"
+	// WorkerFD is the listening socket the supervisor hands the worker
+	// (runc --preserve-fds): the worker has no writable host directory.
+	WorkerFD = 3
 	// GatewaySocket is the host-side egress gateway: the worker's only way
 	// out.
 	GatewaySocket = "/run/egress/egress.sock"
