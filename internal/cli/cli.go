@@ -32,6 +32,7 @@ func commands() []command {
 		{"accounts", "list your linked provider accounts and their egress", runAccounts},
 		{"link", "link a provider by API key, revoke it, rotate its egress", runLink},
 		{"emulator", "serve local, wire-faithful OpenAI, Anthropic and Gemini APIs for development and tests", runEmulator},
+		{"chat", "encrypted conversations: new, send, ls, show, rm", runChat},
 		{"migrate", "bring the database schema to this build's version", runMigrate},
 		{"serve", "run the control plane (HTTP API and web app)", runServe},
 		{"version", "print the build's version", runVersion},

@@ -226,6 +226,9 @@ func (s *Server) history(ctx context.Context, user, conv string) ([]worker.Messa
 			return nil, err
 		}
 		for _, m := range ms {
+			if m.EncryptedContent == "" {
+				continue // an answer cut off before its first byte holds nothing to send
+			}
 			out = append(out, worker.Message{ID: m.ID, Role: m.Role, EncryptedContent: m.EncryptedContent})
 		}
 		if next == "" {
@@ -269,6 +272,18 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if !s.streams.acquire(user) {
+		return &apiError{status: http.StatusTooManyRequests, code: "too_many_streams",
+			message: fmt.Sprintf("at most %d chats may stream at once", s.streams.max), retryAfter: time.Second}
+	}
+	defer s.streams.release(user)
+	// One answer at a time per conversation: two overlapping sends would
+	// interleave their turns in the history.
+	if !s.busyConvs.acquire(convID) {
+		return &apiError{status: http.StatusConflict, code: "conversation_busy",
+			message: "this conversation is already answering; wait for it to finish", retryAfter: time.Second}
+	}
+	defer s.busyConvs.release(convID)
 	hist, err := s.history(ctx, user, convID)
 	if err != nil {
 		return storeError(err)
@@ -278,11 +293,6 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 			return errorf(http.StatusConflict, "conflict", "a message with this id exists")
 		}
 	}
-	if !s.streams.acquire(user) {
-		return &apiError{status: http.StatusTooManyRequests, code: "too_many_streams",
-			message: fmt.Sprintf("at most %d chats may stream at once", s.streams.max), retryAfter: time.Second}
-	}
-	defer s.streams.release(user)
 
 	start := s.now()
 	job := worker.Job{
@@ -303,22 +313,20 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	// A quick failure gets a plain error answer; a slow start opens the
 	// stream after one heartbeat interval, so keep-alives flow while the
 	// provider thinks.
-	early := time.AfterFunc(s.cfg.Heartbeat, func() {
-		if sse.startEarly(s.cfg.Heartbeat) {
-			sse.write([]byte(": keep-alive\n\n"))
-		}
-	})
+	early := time.AfterFunc(s.cfg.Heartbeat, func() { sse.startEarly(s.cfg.Heartbeat) })
+	rec := &answerRecord{s: s, user: user, conv: convID, req: req, start: start}
 	var result *worker.Result
 	runErr := s.cfg.Runtime.Run(jobCtx, job, func(ev worker.Event) error {
 		switch {
 		case ev.Chunk != nil:
 			if err := sse.start(s.cfg.Heartbeat); err != nil {
 				cancel()
-				return nil
-			}
-			if err := sse.event("", api.StreamChunk{EncryptedChunk: ev.Chunk.EncryptedChunk, Seq: ev.Chunk.Seq, Final: ev.Chunk.Final}); err != nil {
+			} else if err := sse.event("", api.StreamChunk{EncryptedChunk: ev.Chunk.EncryptedChunk, Seq: ev.Chunk.Seq, Final: ev.Chunk.Final}); err != nil {
 				cancel() // the client is gone: stop the provider, keep the result
 			}
+			// After the first chunk is on its way, keep the prompt and a
+			// placeholder answer, so even a crash leaves a marked turn.
+			rec.begin(context.WithoutCancel(ctx))
 		case ev.Done != nil:
 			result = ev.Done
 		}
@@ -327,15 +335,20 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	early.Stop()
 	started := sse.settle()
 	sse.stopHeartbeat()
-	if runErr != nil && result == nil {
-		if started {
-			s.log.Error("runtime failed mid-stream", "err", runErr)
-			sse.event("error", api.StreamError{Error: api.ErrorDetail{Code: "runtime_failure", Message: "the runtime failed"}})
-			return nil
-		}
-		return runtimeError(runErr)
+	if runErr == nil && result == nil {
+		runErr = errors.New("the runtime ended without a result")
 	}
-	stored, err := s.storeResult(context.WithoutCancel(ctx), user, convID, req, start, result)
+	if runErr != nil && result == nil {
+		s.log.Error("runtime failed", "err", runErr, "streamed", started)
+		// Whatever streamed stays marked incomplete.
+		result = &worker.Result{Incomplete: true}
+		if ae := runtimeError(runErr).(*apiError); !started && !rec.begun {
+			return ae
+		} else {
+			result.Error = &worker.Error{Kind: ae.code, Message: ae.message, RetryAfterMS: ae.retryAfter.Milliseconds()}
+		}
+	}
+	stored, err := rec.finish(context.WithoutCancel(ctx), result)
 	if err != nil {
 		s.log.Error("chat result not stored", "err", err)
 	}
@@ -357,12 +370,13 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	}
 	usage := api.Usage{InputTokens: result.InputTokens, OutputTokens: result.OutputTokens}
 	if result.Error != nil || err != nil {
-		e := api.StreamError{Stored: stored, Incomplete: result.Incomplete, Usage: usage, DurationMS: result.DurationMS}
+		e := api.StreamError{Stored: stored, Incomplete: result.Incomplete || result.Error != nil, Usage: usage, DurationMS: result.DurationMS}
 		if stored {
 			e.PromptMessageID, e.AssistantMessageID = req.PromptMessageID, req.AssistantMessageID
 		}
 		if result.Error != nil {
-			e.Error = api.ErrorDetail{Code: result.Error.Kind, Message: result.Error.Message}
+			ae := workerError(result.Error).(*apiError)
+			e.Error = api.ErrorDetail{Code: ae.code, Message: ae.message}
 			e.RetryAfterMS = result.Error.RetryAfterMS
 		} else {
 			e.Error = api.ErrorDetail{Code: "internal", Message: "the answer could not be stored"}
@@ -375,33 +389,91 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// storeResult keeps the prompt and the answer together: a complete answer,
-// or the part of a broken one that arrived, marked incomplete. A failure
-// before any text arrived stores nothing, so the client can simply retry.
-func (s *Server) storeResult(ctx context.Context, user, conv string, req api.SendMessageRequest, start time.Time, res *worker.Result) (bool, error) {
-	if res.EncryptedContent == "" {
-		return false, nil
+// answerRecord stores one turn. When the first chunk streams it keeps the
+// prompt and an empty assistant placeholder marked incomplete (begin);
+// when the job ends it fills the placeholder in (finish). A server killed
+// mid-stream therefore leaves the prompt and a marked answer. A failure
+// before any chunk stores nothing, so the client can simply retry.
+type answerRecord struct {
+	s     *Server
+	user  string
+	conv  string
+	req   api.SendMessageRequest
+	start time.Time
+	begun bool
+	err   error
+}
+
+func (a *answerRecord) begin(ctx context.Context) {
+	if a.begun || a.err != nil {
+		return
 	}
-	if err := crypto.CheckEnvelopeText(res.EncryptedContent, 16<<20); err != nil {
-		return false, fmt.Errorf("runtime returned a malformed answer: %w", err)
+	prompt := &store.Message{ID: a.req.PromptMessageID, ConversationID: a.conv, Role: store.MessageRoleUser,
+		EncryptedContent: a.req.EncryptedPrompt, CreatedAt: a.start}
+	answer := &store.Message{ID: a.req.AssistantMessageID, ConversationID: a.conv, Role: store.MessageRoleAssistant,
+		Status: store.MessageIncomplete, CreatedAt: a.start.Add(time.Microsecond)}
+	if a.err = a.s.store.AddMessages(ctx, a.user, prompt, answer); a.err == nil {
+		a.begun = true
+	}
+}
+
+func (a *answerRecord) finish(ctx context.Context, res *worker.Result) (bool, error) {
+	if res.EncryptedContent != "" {
+		if err := crypto.CheckEnvelopeText(res.EncryptedContent, 16<<20); err != nil {
+			res.EncryptedContent = ""
+			res.Incomplete = true
+			a.s.log.Error("runtime returned a malformed answer", "err", err)
+		}
 	}
 	status := store.MessageComplete
-	if res.Incomplete || res.Error != nil {
+	if res.Incomplete || res.Error != nil || res.EncryptedContent == "" {
 		status = store.MessageIncomplete
 	}
-	prompt := &store.Message{ID: req.PromptMessageID, ConversationID: conv, Role: store.MessageRoleUser,
-		EncryptedContent: req.EncryptedPrompt, CreatedAt: start}
-	answer := &store.Message{ID: req.AssistantMessageID, ConversationID: conv, Role: store.MessageRoleAssistant,
+	answer := &store.Message{ID: a.req.AssistantMessageID, ConversationID: a.conv, Role: store.MessageRoleAssistant,
 		EncryptedContent: res.EncryptedContent, TokensUsed: res.InputTokens + res.OutputTokens, Model: res.Model,
-		EgressIP: res.EgressIP, EgressPort: res.EgressPort, DurationMS: res.DurationMS, Status: status,
-		CreatedAt: start.Add(time.Duration(max(res.DurationMS, 0))*time.Millisecond + time.Microsecond)}
-	if err := s.store.AddMessages(ctx, user, prompt, answer); err != nil {
+		EgressIP: res.EgressIP, EgressPort: res.EgressPort, DurationMS: res.DurationMS, Status: status}
+	if a.begun {
+		if err := a.s.store.FinishMessage(ctx, a.user, answer); err != nil {
+			return true, err // the placeholder stays, marked incomplete
+		}
+		return true, nil
+	}
+	if res.EncryptedContent == "" {
+		return false, a.err
+	}
+	prompt := &store.Message{ID: a.req.PromptMessageID, ConversationID: a.conv, Role: store.MessageRoleUser,
+		EncryptedContent: a.req.EncryptedPrompt, CreatedAt: a.start}
+	answer.CreatedAt = a.start.Add(time.Microsecond)
+	if err := a.s.store.AddMessages(ctx, a.user, prompt, answer); err != nil {
 		return false, err
 	}
 	return true, nil
 }
 
+// busySet holds keys in use (conversations answering).
+type busySet struct {
+	mu   sync.Mutex
+	keys map[string]bool
+}
+
+func (b *busySet) acquire(k string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.keys[k] {
+		return false
+	}
+	b.keys[k] = true
+	return true
+}
+
+func (b *busySet) release(k string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.keys, k)
+}
+
 func runtimeError(err error) error {
+	// Every branch returns an *apiError (sendMessage relies on it).
 	var busy *runtime.BusyError
 	switch {
 	case errors.As(err, &busy):
@@ -434,6 +506,13 @@ func workerError(e *worker.Error) error {
 		ae.status = http.StatusServiceUnavailable
 	case "cancelled":
 		ae.status = 499
+	case "timeout":
+		ae.status = http.StatusGatewayTimeout
+		ae.message = "the provider stopped answering"
+	case "runtime_busy", "overloaded_runtime":
+		ae.status = http.StatusServiceUnavailable
+	case "runtime_key_expired", "request_replayed":
+		ae.status = http.StatusConflict
 	default:
 		ae.status = http.StatusBadGateway
 	}
@@ -458,10 +537,18 @@ type sseWriter struct {
 func (s *sseWriter) startEarly(heartbeat time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.settled {
+	if s.settled || s.started {
 		return false
 	}
-	return s.startLocked(heartbeat) == nil
+	if s.startLocked(heartbeat) != nil {
+		return false
+	}
+	if _, err := s.w.Write([]byte(": keep-alive\n\n")); err != nil {
+		s.failed = err
+		return false
+	}
+	s.failed = s.rc.Flush()
+	return s.failed == nil
 }
 
 // settle marks the job over and reports whether the stream was opened.

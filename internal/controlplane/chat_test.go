@@ -18,6 +18,8 @@ import (
 	"polydev/internal/api"
 	"polydev/internal/controlplane"
 	"polydev/internal/crypto"
+	"polydev/internal/egress"
+	"polydev/internal/egress/egresstest"
 	"polydev/internal/provider/emulator"
 	"polydev/internal/provider/registry"
 	"polydev/internal/runtime"
@@ -55,6 +57,17 @@ func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlo
 
 func newChatEnv(t *testing.T, st store.Store, tweak func(*controlplane.Config)) *chatEnv {
 	t.Helper()
+	return newChatEnvVia(t, st, nil, tweak)
+}
+
+// newChatEnvVia is newChatEnv with provider calls leaving through proxy
+// (nil: directly).
+func newChatEnvVia(t *testing.T, st store.Store, proxy *egress.Proxy, tweak func(*controlplane.Config)) *chatEnv {
+	t.Helper()
+	clientFor := func(int) *http.Client { return &http.Client{} }
+	if proxy != nil {
+		clientFor = proxy.Client
+	}
 	emu := emulator.New(emulator.Options{})
 	t.Cleanup(func() { emu.Close() })
 	eln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -70,8 +83,7 @@ func newChatEnv(t *testing.T, st store.Store, tweak func(*controlplane.Config)) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex := runtime.NewInProcess(runtime.InProcess{NewProvider: registry.New,
-		ClientFor: func(int) *http.Client { return &http.Client{} }})
+	ex := runtime.NewInProcess(runtime.InProcess{NewProvider: registry.New, ClientFor: clientFor})
 	sup, err := runtime.NewSupervisor(runtime.Config{Identity: id, Executor: ex, BaseURLs: map[string]string{
 		"openai": emulator.BaseURL(root, "openai"), "anthropic": emulator.BaseURL(root, "anthropic"), "google": emulator.BaseURL(root, "google")}})
 	if err != nil {
@@ -79,7 +91,7 @@ func newChatEnv(t *testing.T, st store.Store, tweak func(*controlplane.Config)) 
 	}
 	logbuf := &syncBuffer{}
 	cfg := controlplane.Config{Addr: "127.0.0.1:0", Dev: true, ShutdownTimeout: 5 * time.Second, Store: st,
-		SessionTTL: time.Hour, PreloginSecret: bytes.Repeat([]byte{0x5a}, 32), RuntimeKeys: sup, Runtime: sup}
+		SessionTTL: time.Hour, PreloginSecret: bytes.Repeat([]byte{0x5a}, 32), RuntimeKeys: sup, Runtime: sup, Egress: proxy}
 	if tweak != nil {
 		tweak(&cfg)
 	}
@@ -391,14 +403,40 @@ func TestChatFailuresAreNeverLost(t *testing.T) {
 			t.Fatalf("slow start: done %+v, %d keep-alives; want some", r.done, r.comments)
 		}
 
-		// A 429 before the first byte: a plain error answer, nothing stored.
+		// A 429 that does not clear: retried while the stream is already
+		// open (keep-alives), then an error event; nothing stored, so the
+		// client can send the prompt again.
 		before := len(e.messages(c))
-		r = e.send(c, e.request(c, "openai", "limited", sendOpts{model: "m+fail=429;retry_after=2s"}), 0)
-		if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" || errCode(r.errBody) != "rate_limited" {
-			t.Fatalf("429: status %d, retry-after %q, body %v", r.status, r.header.Get("Retry-After"), r.errBody)
+		r = e.send(c, e.request(c, "openai", "limited", sendOpts{model: "m+fail=429;retry_after=300ms"}), 0)
+		if r.streamErr == nil || r.streamErr.Error.Code != "rate_limited" || r.streamErr.Stored || r.streamErr.RetryAfterMS != 300 {
+			t.Fatalf("429 after the stream opened: status %d, error %+v, body %v", r.status, r.streamErr, r.errBody)
 		}
 		if n := len(e.messages(c)); n != before {
 			t.Fatalf("a failure before any text stored %d messages", n-before)
+		}
+
+		// A 429 that clears is retried before the first byte: the user sees
+		// only the answer.
+		r = e.send(c, e.request(c, "openai", "retried", sendOpts{model: "m+fail=429;fail_first=1;retry_after=100ms;id=once"}), 0)
+		if r.done == nil || r.text != emulator.ReplyText("retried", -1) {
+			t.Fatalf("retried 429: done %+v, error %+v, text %q", r.done, r.streamErr, r.text)
+		}
+
+		// Two sends to one conversation at once would interleave their
+		// turns: the second is refused while the first answers.
+		slow := e.request(c, "openai", "first", sendOpts{model: "m+ttft=400ms"})
+		firstDone := make(chan streamResult)
+		go func() { firstDone <- e.send(c, slow, 0) }()
+		wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer wcancel()
+		if err := e.emu.Wait(wctx, func(s emulator.Stats) bool { return s.InFlight > 0 }); err != nil {
+			t.Fatal(err)
+		}
+		if r := e.send(c, e.request(c, "openai", "second", sendOpts{model: "m"}), 0); r.status != http.StatusConflict || errCode(r.errBody) != "conversation_busy" {
+			t.Fatalf("overlapping send: %d %v; want 409 conversation_busy", r.status, r.errBody)
+		}
+		if r := <-firstDone; r.done == nil {
+			t.Fatalf("first send: %+v", r)
 		}
 
 		// The client goes away mid-answer: the provider call is cancelled
@@ -414,7 +452,7 @@ func TestChatFailuresAreNeverLost(t *testing.T) {
 		var found bool
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !found; time.Sleep(20 * time.Millisecond) {
 			for _, m := range e.messages(c) {
-				if m.ID == req.AssistantMessageID {
+				if m.ID == req.AssistantMessageID && m.EncryptedContent != "" { // the placeholder is filled in when the job ends
 					found = true
 					if m.Status != "incomplete" || !strings.HasPrefix(e.openMessage(c, m), "a b") {
 						t.Fatalf("abandoned answer stored as %+v", m)
@@ -468,6 +506,15 @@ func TestChatRefusals(t *testing.T) {
 			t.Errorf("%s: %d %v; want %d %s", tc.name, r.status, r.errBody, tc.status, tc.code)
 		}
 	}
+	// A 429 whose Retry-After is beyond the retry cap comes back at once
+	// as a plain error with Retry-After, and nothing is stored.
+	r := e.send(c, e.request(c, "openai", "limited", sendOpts{model: "m+fail=429;retry_after=30s"}), 0)
+	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") != "30" || errCode(r.errBody) != "rate_limited" {
+		t.Fatalf("429: status %d, retry-after %q, body %v", r.status, r.header.Get("Retry-After"), r.errBody)
+	}
+	if ms := e.messages(c); len(ms) != 0 {
+		t.Fatalf("a refused prompt was stored: %+v", ms)
+	}
 	// A replayed request id is refused.
 	req := e.request(c, "openai", "once", sendOpts{model: "m"})
 	if r := e.send(c, req, 0); r.done == nil {
@@ -507,5 +554,43 @@ func TestChatRefusals(t *testing.T) {
 	}
 	if st, _, _ := e.c.call("GET", "/v1/chat/"+c.id, nil); st != http.StatusNotFound {
 		t.Fatalf("deleted conversation: %d", st)
+	}
+}
+
+// TestChatThroughEgress: linking gives the user an egress port and looks up
+// its exit IP through the upstream proxy; every provider call of the chat
+// then leaves through that port, and the stored answer records port and IP.
+func TestChatThroughEgress(t *testing.T) {
+	up := egresstest.Start(t, 4)
+	proxy, err := egress.New(up.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	st := sqliteStore(t)
+	for i := range 2 { // two users: two ports
+		e := newChatEnvVia(t, st, proxy, nil)
+		sealed, _ := crypto.SealTo(e.acct.priv.Public(), crypto.ProviderTokenContext(e.acct.userID, "anthropic"), []byte(testAPIKey))
+		code, out, _ := e.c.call("POST", "/v1/accounts/tokens", map[string]string{"provider": "anthropic", "encrypted_token": sealed})
+		if code != 201 {
+			t.Fatalf("link: %d %v", code, out)
+		}
+		port := int(out["egress_port"].(float64))
+		if want := up.Base + i; port != want || out["egress_ip"] != up.ExitIP(port) {
+			t.Fatalf("user %d linked on port %d, IP %v; want port %d, IP %s", i+1, port, out["egress_ip"], want, up.ExitIP(want))
+		}
+		hits := up.Hits(port)
+		c := e.newConversation("anthropic")
+		r := e.send(c, e.request(c, "anthropic", "via my own port", sendOpts{model: "claude-x"}), 0)
+		if r.done == nil || r.text != emulator.ReplyText("via my own port", -1) || r.done.EgressPort != port {
+			t.Fatalf("send: done %+v, error %+v, text %q", r.done, r.streamErr, r.text)
+		}
+		if got := up.Hits(port); got <= hits {
+			t.Fatalf("the provider call did not go through port %d (hits %d → %d)", port, hits, got)
+		}
+		ms := e.messages(c)
+		if len(ms) != 2 || ms[1].EgressPort != port || ms[1].EgressIP != up.ExitIP(port) {
+			t.Fatalf("stored answer %+v; want port %d and IP %s", ms[len(ms)-1], port, up.ExitIP(port))
+		}
 	}
 }

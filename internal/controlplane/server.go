@@ -82,6 +82,7 @@ type Server struct {
 
 	accountLimit, ipLimit *failureLimiter
 	streams               *streamLimiter
+	busyConvs             *busySet
 	dummyHash, dummySalt  []byte
 	dummyAlgo             string
 }
@@ -110,6 +111,7 @@ func New(cfg Config, log *slog.Logger, assets fs.FS) (*Server, error) {
 		s.cfg.Heartbeat = 15 * time.Second
 	}
 	s.streams = &streamLimiter{max: s.cfg.MaxStreamsPerUser, active: map[string]int{}}
+	s.busyConvs = &busySet{keys: map[string]bool{}}
 	s.dummyHash, s.dummySalt, s.dummyAlgo = crypto.DummyAuthHash()
 	return s, nil
 }

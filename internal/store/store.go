@@ -251,6 +251,13 @@ type Conversations interface {
 	// none), to one of the acting user's conversations and bumps its
 	// UpdatedAt. Every message names the same conversation.
 	AddMessages(ctx context.Context, as string, ms ...*Message) error
+	// FinishMessage replaces the content and metadata (EncryptedContent,
+	// TokensUsed, Model, EgressIP, EgressPort, DurationMS, Status) of one
+	// of the acting user's assistant messages that is still
+	// MessageIncomplete — the placeholder a stream stores when its first
+	// chunk arrives — identified by m.ID and m.ConversationID. Any other
+	// message is ErrNotFound: a finished answer cannot be rewritten.
+	FinishMessage(ctx context.Context, as string, m *Message) error
 	// Messages lists one page of a conversation's messages, oldest first,
 	// and the cursor of the next page ("" after the last).
 	Messages(ctx context.Context, as, conversationID string, page Page) ([]Message, string, error)

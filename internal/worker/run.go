@@ -70,6 +70,8 @@ func RunWith(ctx context.Context, task Task, deps Deps, emit func(Event) error) 
 	if err != nil {
 		return finish(&Error{Kind: "internal", Message: err.Error()})
 	}
+	// One retry rule for every provider: only before the first chunk.
+	p = provider.WithRetry(p, provider.DefaultRetryPolicy)
 	stream, err := p.Stream(ctx, credential, provider.Request{
 		Model: grant.Model, Messages: messages, Temperature: grant.Temperature, MaxTokens: grant.MaxTokens,
 	})

@@ -58,7 +58,7 @@ func anthropicFailure(status int) (int, string, string) {
 }
 
 func (e *Emulator) anthropicMessages(w http.ResponseWriter, r *http.Request) {
-	c := e.begin(w, r, provider.Anthropic)
+	ctx, c := e.begin(w, r, provider.Anthropic)
 	defer c.finally()
 	w.Header().Set("Request-Id", newID("req_011CEmu", 16))
 	w.Header().Set("Anthropic-Organization-Id", "00000000-0000-4000-8000-000000000000")
@@ -165,7 +165,7 @@ func (e *Emulator) anthropicMessages(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if !req.Stream {
-		mid, ok := c.runWhole(len(a.tokens))
+		mid, ok := c.runWhole(ctx, len(a.tokens))
 		if !ok {
 			return
 		}
@@ -199,7 +199,7 @@ func (e *Emulator) anthropicMessages(w http.ResponseWriter, r *http.Request) {
 		c.interrupted()
 		return
 	}
-	if !c.run(len(a.tokens), step{
+	if !c.run(ctx, len(a.tokens), step{
 		token: func(i int) error {
 			return s.event("content_block_delta", map[string]any{"type": "content_block_delta", "index": 0, "delta": map[string]any{"type": "text_delta", "text": delta(a.tokens, i)}})
 		},

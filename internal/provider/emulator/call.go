@@ -22,7 +22,6 @@ type call struct {
 	e     *Emulator
 	w     http.ResponseWriter
 	r     *http.Request
-	ctx   context.Context // ends when the client goes away or the emulator closes
 	k     knobs
 	rec   Record
 	start time.Time
@@ -32,23 +31,20 @@ type call struct {
 	// googleArray is set for Gemini's JSON-array stream form, whose error
 	// bodies are arrays.
 	googleArray bool
-	stopFn      func() bool
-	cancel      context.CancelFunc
 }
 
-// begin opens a call: it counts the request and merges the knob layers that
-// do not depend on the body (the model suffix is added by setModel).
-func (e *Emulator) begin(w http.ResponseWriter, r *http.Request, prov string) *call {
-	ctx, cancel := context.WithCancel(r.Context())
-	stop := context.AfterFunc(e.ctx, cancel)
-	c := &call{e: e, w: w, r: r, ctx: ctx, cancel: cancel, k: defaultKnobs(), start: time.Now(), stopFn: stop}
+// begin opens a call: it counts the request and returns the context that
+// ends when the client goes away (the emulator's closing is watched apart,
+// by wait). The knobs are layered later, once the model name is known.
+func (e *Emulator) begin(w http.ResponseWriter, r *http.Request, prov string) (context.Context, *call) {
+	c := &call{e: e, w: w, r: r, k: defaultKnobs(), start: time.Now()}
 	c.rec = Record{Provider: prov, Path: r.URL.Path}
 	e.mu.Lock()
 	e.stats.Requests++
 	e.stats.InFlight++
 	e.notifyLocked()
 	e.mu.Unlock()
-	return c
+	return r.Context(), c
 }
 
 // knobs layers the emulator-wide specs, the header and the model suffix.
@@ -97,7 +93,6 @@ func (c *call) end(status int, outcome string) {
 		return
 	}
 	c.ended = true
-	c.stopFn()
 	c.rec.Status, c.rec.Outcome = status, outcome
 	e := c.e
 	e.mu.Lock()
@@ -127,25 +122,35 @@ func (c *call) end(status int, outcome string) {
 }
 
 // wait sleeps d unless the client leaves or the emulator closes first.
-func (c *call) wait(d time.Duration) bool {
+func (c *call) wait(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-c.e.done:
+		return false
+	default:
+	}
 	if d <= 0 {
-		return c.ctx.Err() == nil
+		return true
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
-	case <-c.ctx.Done():
+	case <-ctx.Done():
+		return false
+	case <-c.e.done:
 		return false
 	}
 }
 
-// interrupted records why the context ended.
+// interrupted records why the answer stopped early.
 func (c *call) interrupted() {
-	if c.e.ctx.Err() != nil {
+	select {
+	case <-c.e.done:
 		c.end(http.StatusOK, OutcomeShutdown)
-	} else {
+	default:
 		c.end(http.StatusOK, OutcomeAborted)
 	}
 }
@@ -165,9 +170,9 @@ type step struct {
 // run paces the tokens of a streamed answer, applying ttft, tps, stall,
 // cut_after and error_after. It reports whether the answer went out whole;
 // on false the call has been ended (and, for a cut, the handler unwound).
-func (c *call) run(n int, s step) bool {
+func (c *call) run(ctx context.Context, n int, s step) bool {
 	for i := 0; i < n; i++ {
-		if !c.pause(i) {
+		if !c.pause(ctx, i) {
 			c.interrupted()
 			return false
 		}
@@ -203,7 +208,7 @@ func (c *call) run(n int, s step) bool {
 }
 
 // pause waits before token i.
-func (c *call) pause(i int) bool {
+func (c *call) pause(ctx context.Context, i int) bool {
 	d := time.Duration(0)
 	if i == 0 {
 		d = c.k.ttft
@@ -216,16 +221,16 @@ func (c *call) pause(i int) bool {
 	if c.k.stall > 0 && c.k.stallAfter == 0 && i == 0 {
 		d += c.k.stall
 	}
-	return c.wait(d)
+	return c.wait(ctx, d)
 }
 
 // runWhole is run for a non-streamed answer: it waits as long as the stream
 // would have taken, then reports whether to answer. cut_after drops the
 // connection without an answer; error_after is answered by the caller with
 // the provider's overloaded error.
-func (c *call) runWhole(n int) (midErr bool, ok bool) {
+func (c *call) runWhole(ctx context.Context, n int) (midErr bool, ok bool) {
 	for i := 0; i < n; i++ {
-		if !c.pause(i) {
+		if !c.pause(ctx, i) {
 			c.interrupted()
 			return false, false
 		}
@@ -330,10 +335,9 @@ func decode(r *http.Request, v any) error {
 }
 
 // finally, deferred by every handler, records a call that ended without
-// saying how (a bug, or a panic other than a cut) and releases its context.
+// saying how (a bug, or a panic other than a cut).
 func (c *call) finally() {
 	if !c.ended {
 		c.end(http.StatusInternalServerError, OutcomeError)
 	}
-	c.cancel()
 }

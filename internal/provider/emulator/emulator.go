@@ -126,12 +126,12 @@ type Stats struct {
 // ends answers in progress (stalls and slow streams included), so a server
 // shutdown does not wait for them.
 type Emulator struct {
-	opts   Options
-	log    *slog.Logger
-	keys   map[string]bool
-	ctx    context.Context
-	cancel context.CancelFunc
-	mux    *http.ServeMux
+	opts      Options
+	log       *slog.Logger
+	keys      map[string]bool
+	done      chan struct{} // closed by Close
+	closeOnce sync.Once
+	mux       *http.ServeMux
 
 	mu       sync.Mutex
 	runtime  string         // runtime knob spec
@@ -157,7 +157,7 @@ func New(opts Options) *Emulator {
 			e.keys[k] = true
 		}
 	}
-	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.done = make(chan struct{})
 	m := http.NewServeMux()
 	m.HandleFunc("POST /openai/v1/chat/completions", e.openAIChat)
 	m.HandleFunc("POST /openai/v1/responses", e.openAIResponses)
@@ -175,7 +175,7 @@ func (e *Emulator) Handler() http.Handler { return e.mux }
 
 // Close ends every answer in progress. It is safe to call more than once.
 func (e *Emulator) Close() error {
-	e.cancel()
+	e.closeOnce.Do(func() { close(e.done) })
 	return nil
 }
 

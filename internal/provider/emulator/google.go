@@ -99,7 +99,7 @@ type gConfig struct {
 }
 
 func (e *Emulator) google(w http.ResponseWriter, r *http.Request) {
-	c := e.begin(w, r, provider.Google)
+	ctx, c := e.begin(w, r, provider.Google)
 	defer c.finally()
 	version := r.PathValue("version")
 	model, method, ok := strings.Cut(r.PathValue("call"), ":")
@@ -208,7 +208,7 @@ func (e *Emulator) google(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if method == "generateContent" {
-		mid, ok := c.runWhole(len(a.tokens))
+		mid, ok := c.runWhole(ctx, len(a.tokens))
 		if !ok {
 			return
 		}
@@ -232,7 +232,7 @@ func (e *Emulator) google(w http.ResponseWriter, r *http.Request) {
 			c.interrupted()
 			return
 		}
-		if !c.run(len(a.tokens), step{
+		if !c.run(ctx, len(a.tokens), step{
 			token:  func(i int) error { return s.event("", chunk(delta(a.tokens, i), false)) },
 			midErr: func() error { return s.event("", midErr) },
 		}) {
@@ -270,7 +270,7 @@ func (e *Emulator) google(w http.ResponseWriter, r *http.Request) {
 		c.interrupted()
 		return
 	}
-	if !c.run(len(a.tokens), step{
+	if !c.run(ctx, len(a.tokens), step{
 		token: func(i int) error { return element(chunk(delta(a.tokens, i), false)) },
 		midErr: func() error {
 			if err := element(midErr); err != nil {

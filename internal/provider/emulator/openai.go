@@ -168,7 +168,7 @@ func newOAUsage(in, out int) *oaUsage {
 const systemFingerprint = "fp_emulator"
 
 func (e *Emulator) openAIChat(w http.ResponseWriter, r *http.Request) {
-	c := e.begin(w, r, provider.OpenAI)
+	ctx, c := e.begin(w, r, provider.OpenAI)
 	defer c.finally()
 	var req struct {
 		Model    *string `json:"model"`
@@ -242,7 +242,7 @@ func (e *Emulator) openAIChat(w http.ResponseWriter, r *http.Request) {
 	model := c.rec.Model
 
 	if !req.Stream {
-		mid, ok := c.runWhole(len(a.tokens))
+		mid, ok := c.runWhole(ctx, len(a.tokens))
 		if !ok {
 			return
 		}
@@ -289,7 +289,7 @@ func (e *Emulator) openAIChat(w http.ResponseWriter, r *http.Request) {
 		c.interrupted()
 		return
 	}
-	if !c.run(len(a.tokens), step{
+	if !c.run(ctx, len(a.tokens), step{
 		token: func(i int) error {
 			if i == 0 {
 				if err := s.event("", chunk(map[string]any{"role": "assistant", "content": "", "refusal": nil}, nil)); err != nil {

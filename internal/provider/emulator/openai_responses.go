@@ -19,7 +19,7 @@ import (
 // sequence_number.
 
 func (e *Emulator) openAIResponses(w http.ResponseWriter, r *http.Request) {
-	c := e.begin(w, r, provider.OpenAI)
+	ctx, c := e.begin(w, r, provider.OpenAI)
 	defer c.finally()
 	var req struct {
 		Model           *string         `json:"model"`
@@ -145,7 +145,7 @@ func (e *Emulator) openAIResponses(w http.ResponseWriter, r *http.Request) {
 	text := a.text()
 
 	if !req.Stream {
-		mid, ok := c.runWhole(len(a.tokens))
+		mid, ok := c.runWhole(ctx, len(a.tokens))
 		if !ok {
 			return
 		}
@@ -179,7 +179,7 @@ func (e *Emulator) openAIResponses(w http.ResponseWriter, r *http.Request) {
 		c.interrupted()
 		return
 	}
-	if !c.run(len(a.tokens), step{
+	if !c.run(ctx, len(a.tokens), step{
 		token: func(i int) error {
 			return send("response.output_text.delta", map[string]any{"item_id": msgID, "output_index": 0, "content_index": 0, "delta": delta(a.tokens, i), "logprobs": []any{}})
 		},

@@ -515,3 +515,34 @@ func orZero(t *time.Time) time.Time {
 	}
 	return t.UTC()
 }
+
+// FinishMessage implements store.Conversations. Row-level security limits
+// the update to the acting user's conversations; the statement limits it
+// to an unfinished assistant message.
+func (db *DB) FinishMessage(ctx context.Context, as string, m *store.Message) error {
+	const op = "finish message"
+	user, ok1 := parseID(as)
+	cid, ok2 := parseID(m.ConversationID)
+	id, ok3 := parseID(m.ID)
+	if !ok1 || !ok2 || !ok3 {
+		return wrap(op, store.ErrNotFound)
+	}
+	status := m.Status
+	if status == "" {
+		status = store.MessageComplete
+	}
+	if status != store.MessageComplete && status != store.MessageIncomplete {
+		return wrap(op, store.ErrInvalid)
+	}
+	err := db.asUser(ctx, user, func(tx pgx.Tx) error {
+		return mustAffect(tx.Exec(ctx, `update messages set encrypted_content = $1, tokens_used = $2, model = $3,
+				egress_ip = $4, decodo_port = $5, duration_ms = $6, status = $7
+			where id = $8 and conversation_id = $9 and role = 'assistant' and status = 'incomplete'`,
+			m.EncryptedContent, m.TokensUsed, m.Model, m.EgressIP, m.EgressPort, m.DurationMS, status, id, cid))
+	})
+	if err != nil {
+		return wrap(op, err)
+	}
+	m.Status = status
+	return nil
+}

@@ -413,3 +413,33 @@ func decodeCursor(kind byte, s string) (cursor, error) {
 	}
 	return cursor{at: at, id: u.String()}, nil
 }
+
+// FinishMessage implements store.Conversations.
+func (db *DB) FinishMessage(ctx context.Context, as string, m *store.Message) error {
+	const op = "finish message"
+	as, ok1 := canonicalID(as)
+	conv, ok2 := canonicalID(m.ConversationID)
+	id, ok3 := canonicalID(m.ID)
+	if !ok1 || !ok2 || !ok3 {
+		return fail(ctx, op, store.ErrNotFound)
+	}
+	status := m.Status
+	if status == "" {
+		status = store.MessageComplete
+	}
+	if status != store.MessageComplete && status != store.MessageIncomplete {
+		return fail(ctx, op, store.ErrInvalid)
+	}
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		return oneRow(tx.ExecContext(ctx, `UPDATE messages SET encrypted_content = ?, tokens_used = ?, model = ?,
+				egress_ip = ?, decodo_port = ?, duration_ms = ?, status = ?
+			WHERE id = ? AND conversation_id = ? AND role = 'assistant' AND status = 'incomplete'
+				AND conversation_id IN (SELECT id FROM conversations WHERE user_id = ?)`,
+			m.EncryptedContent, m.TokensUsed, m.Model, m.EgressIP, m.EgressPort, m.DurationMS, status, id, conv, as))
+	})
+	if err != nil {
+		return fail(ctx, op, err)
+	}
+	m.Status = status
+	return nil
+}

@@ -413,3 +413,38 @@ func testAddMessagesAtomic(t *testing.T, s store.Store) {
 		t.Errorf("UpdatedAt after a batch = %v; want at least %v and the batch's time %v", bumped.UpdatedAt, before.UpdatedAt, good[2].CreatedAt)
 	}
 }
+
+func testFinishMessage(t *testing.T, s store.Store) {
+	a, b := mustCreateUser(t, s), mustCreateUser(t, s)
+	c := mustConversation(t, s, a)
+	prompt := message(c, "user")
+	placeholder := &store.Message{ID: NewID(), ConversationID: c.ID, Role: "assistant", Status: store.MessageIncomplete}
+	noErr(t, "AddMessages", s.AddMessages(ctx(), a.ID, prompt, placeholder))
+
+	// Another user cannot finish it; a user message, a complete answer and
+	// an unknown id cannot be finished.
+	done := &store.Message{ID: placeholder.ID, ConversationID: c.ID, EncryptedContent: "AQ-answer", TokensUsed: 7,
+		Model: "m", EgressIP: "203.0.113.5", EgressPort: 10002, DurationMS: 99}
+	wantErr(t, "FinishMessage(another user)", s.FinishMessage(ctx(), b.ID, done), store.ErrNotFound)
+	wantErr(t, "FinishMessage(a prompt)", s.FinishMessage(ctx(), a.ID, &store.Message{ID: prompt.ID, ConversationID: c.ID}), store.ErrNotFound)
+	wantErr(t, "FinishMessage(unknown)", s.FinishMessage(ctx(), a.ID, &store.Message{ID: NewID(), ConversationID: c.ID}), store.ErrNotFound)
+	wantErr(t, "FinishMessage(bad status)", s.FinishMessage(ctx(), a.ID, &store.Message{ID: placeholder.ID, ConversationID: c.ID, Status: "gone"}), store.ErrInvalid)
+
+	noErr(t, "FinishMessage", s.FinishMessage(ctx(), a.ID, done))
+	if done.Status != store.MessageComplete {
+		t.Errorf("finished status %q; want complete", done.Status)
+	}
+	ms, _, err := s.Messages(ctx(), a.ID, c.ID, store.Page{})
+	noErr(t, "Messages", err)
+	if len(ms) != 2 {
+		t.Fatalf("%d messages; want 2", len(ms))
+	}
+	got := ms[1]
+	if got.ID != placeholder.ID || got.EncryptedContent != "AQ-answer" || got.TokensUsed != 7 || got.Model != "m" ||
+		got.EgressIP != "203.0.113.5" || got.EgressPort != 10002 || got.DurationMS != 99 || got.Status != store.MessageComplete ||
+		!got.CreatedAt.Equal(placeholder.CreatedAt) {
+		t.Errorf("finished message %+v", got)
+	}
+	// Once finished it stays as it is.
+	wantErr(t, "FinishMessage(again)", s.FinishMessage(ctx(), a.ID, &store.Message{ID: placeholder.ID, ConversationID: c.ID, EncryptedContent: "AQ-other"}), store.ErrNotFound)
+}

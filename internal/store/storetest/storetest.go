@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"MessagePages", testMessagePages},
 		{"MessageStatus", testMessageStatus},
 		{"AddMessagesAtomic", testAddMessagesAtomic},
+		{"FinishMessage", testFinishMessage},
 		{"TenantIsolation", testTenantIsolation},
 		{"Erasure", testErasure},
 		{"Timestamps", testTimestamps},
