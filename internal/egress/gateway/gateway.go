@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -280,7 +281,7 @@ func (g *Gateway) tunnel(w http.ResponseWriter, r *http.Request, dial DialFunc, 
 func Client(path string) *http.Client {
 	d := &net.Dialer{Timeout: 10 * time.Second}
 	return &http.Client{Transport: &http.Transport{
-		Proxy: func(*http.Request) (*urlT, error) { return gatewayURL, nil },
+		Proxy: func(*http.Request) (*url.URL, error) { return gatewayURL, nil },
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "unix", path)
 		},
@@ -289,3 +290,7 @@ func Client(path string) *http.Client {
 		IdleConnTimeout:     30 * time.Second,
 	}}
 }
+
+// gatewayURL names the proxy for net/http; its host is never resolved,
+// since Client's dialer always connects to the socket.
+var gatewayURL = &url.URL{Scheme: "http", Host: "egress-gateway"}
