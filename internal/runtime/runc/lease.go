@@ -15,6 +15,10 @@ import (
 	"polydev/internal/worker"
 )
 
+// errUnreachable: the worker's socket did not accept a connection, so the
+// task was never sent and another container may run it.
+var errUnreachable = errors.New("worker unreachable")
+
 // Lease is a container checked out for one user. Release it.
 type Lease struct {
 	p       *Pool
@@ -42,7 +46,7 @@ func (l *Lease) Run(ctx context.Context, op string, task worker.Task, emit func(
 	conn, err := d.DialContext(ctx, "unix", c.socket())
 	if err != nil {
 		l.p.metrics.failures.WithLabelValues(c.provider, "task").Inc()
-		return fmt.Errorf("runtime pool: connect to worker: %w", err)
+		return fmt.Errorf("runtime pool: connect to worker: %w: %w", errUnreachable, err)
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })

@@ -292,12 +292,21 @@ func (p *Pool) broadcastLocked() {
 // Execute implements runtime.Executor: it runs task in a container of its
 // provider's pool checked out for its user.
 func (p *Pool) Execute(ctx context.Context, task worker.Task, emit func(worker.Event) error) error {
-	l, err := p.Checkout(ctx, task.Job.Provider, task.Job.UserID)
-	if err != nil {
+	// A container that died while idle is found when its socket refuses
+	// the connection; nothing was sent, so the task goes to another one.
+	for attempt := 0; ; attempt++ {
+		l, err := p.Checkout(ctx, task.Job.Provider, task.Job.UserID)
+		if err != nil {
+			return err
+		}
+		err = l.Run(ctx, wire.OpTask, task, emit)
+		l.Release()
+		if attempt == 0 && errors.Is(err, errUnreachable) {
+			p.log.Warn("runtime pool: worker unreachable, retrying in another container", "container", l.c.id)
+			continue
+		}
 		return err
 	}
-	defer l.Release()
-	return l.Run(ctx, wire.OpTask, task, emit)
 }
 
 // Checkout takes a container for user from provider's pool: one this user

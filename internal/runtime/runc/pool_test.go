@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,4 +129,46 @@ func TestBusy(t *testing.T) {
 		t.Fatalf("checkout after release: %v", err)
 	}
 	l2.Release()
+}
+
+// A sticky container whose worker died while idle is replaced: the task
+// runs in another container instead of failing.
+func TestDeadIdleWorkerIsReplaced(t *testing.T) {
+	p := newPool(t, runc.Config{})
+	ctx := context.Background()
+	l, err := p.Checkout(ctx, "openai", "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := collect(ctx, l, echoTask("u", "", 0, "x")); err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Container()
+	pid, err := l.InitPID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Release()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	var done *worker.Result
+	err = p.Execute(ctx, echoTask("u", "", 0), func(e worker.Event) error {
+		if e.Done != nil {
+			done = e.Done
+		}
+		return nil
+	})
+	if err != nil || done == nil {
+		t.Fatalf("execute after the sticky worker died: %v (done %+v); want it run elsewhere", err, done)
+	}
+	l2, err := p.Checkout(ctx, "openai", "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Release()
+	if l2.Container() == dead {
+		t.Errorf("the dead container %s was handed out again", dead)
+	}
 }
