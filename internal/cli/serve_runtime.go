@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"polydev/internal/egress"
@@ -64,6 +66,9 @@ func (f *runtimeFlags) validate() error {
 }
 
 func readToken(path string) (string, error) {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o007 != 0 {
+		return "", fmt.Errorf("runtime token %s is readable by every user (mode %v); chmod 640 it", path, fi.Mode().Perm())
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("runtime token: %w", err)
@@ -89,6 +94,12 @@ func parseProviderURLs(s string) (map[string]string, error) {
 		}
 		if _, err := registry.New(name, providerConfig(u)); err != nil {
 			return nil, fmt.Errorf("--provider-urls: %w", err)
+		}
+		// Credentials travel to this URL: only over TLS, except to this
+		// machine (a local emulator or a test double).
+		pu, err := url.Parse(u)
+		if err != nil || (pu.Scheme != "https" && !(pu.Scheme == "http" && isLoopback(pu.Hostname()))) {
+			return nil, fmt.Errorf("--provider-urls: %s must be an https URL (plain http only to a loopback address)", u)
 		}
 		out[name] = u
 	}
@@ -165,15 +176,27 @@ func (f *runtimeFlags) serveRuntimeRole(ctx context.Context, log *slog.Logger, d
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(f.socket); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("runtime socket: %w", err)
-	}
-	ln, err := net.Listen("unix", f.socket)
-	if err != nil {
+	// A socket left by an earlier run is replaced; anything else at the
+	// path is an operator's mistake and is left alone.
+	if fi, err := os.Lstat(f.socket); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return fmt.Errorf("runtime socket %s: the path exists and is not a socket", f.socket)
+		}
+		if err := os.Remove(f.socket); err != nil {
+			return fmt.Errorf("runtime socket: %w", err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("runtime socket: %w", err)
 	}
 	// Owner and group only: the control plane runs as a member of the
-	// runtime's group, nobody else may connect.
+	// runtime's group, nobody else may connect. The umask makes the socket
+	// so from its first moment; the chmod states it.
+	old := syscall.Umask(0o117)
+	ln, err := net.Listen("unix", f.socket)
+	syscall.Umask(old)
+	if err != nil {
+		return fmt.Errorf("runtime socket: %w", err)
+	}
 	if err := os.Chmod(f.socket, 0o660); err != nil {
 		ln.Close()
 		return fmt.Errorf("runtime socket: %w", err)

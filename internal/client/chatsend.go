@@ -147,8 +147,8 @@ func (ch *Chat) Send(ctx context.Context, conversationID string, prompt []byte, 
 	}
 	grant := worker.Grant{
 		Version: 1, RequestID: res.RequestID, UserID: user, ConversationID: conversationID,
-		AssistantMessageID: res.AssistantMessageID, Provider: provider, Model: model, Temperature: temperature,
-		ExpiresAt: ch.now().Add(grantLifetime).UTC(),
+		AssistantMessageID: res.AssistantMessageID, PromptMessageID: res.PromptMessageID, Provider: provider, Model: model,
+		Temperature: temperature, ExpiresAt: ch.now().Add(grantLifetime).UTC(),
 	}
 	plain, err := grantJSON(grant, rawKey, cred)
 	if err != nil {
@@ -192,7 +192,7 @@ func grantJSON(g worker.Grant, convKey, credential []byte) ([]byte, error) {
 	g.ConversationKey, g.Credential = "", ""
 	pub, err := json.Marshal(grantPublic{
 		Version: g.Version, RequestID: g.RequestID, UserID: g.UserID, ConversationID: g.ConversationID,
-		AssistantMessageID: g.AssistantMessageID, Provider: g.Provider, Model: g.Model,
+		AssistantMessageID: g.AssistantMessageID, PromptMessageID: g.PromptMessageID, Provider: g.Provider, Model: g.Model,
 		Temperature: g.Temperature, MaxTokens: g.MaxTokens, ExpiresAt: g.ExpiresAt,
 	})
 	if err != nil {
@@ -216,6 +216,7 @@ type grantPublic struct {
 	UserID             string    `json:"user_id"`
 	ConversationID     string    `json:"conversation_id"`
 	AssistantMessageID string    `json:"assistant_message_id"`
+	PromptMessageID    string    `json:"prompt_message_id"`
 	Provider           string    `json:"provider"`
 	Model              string    `json:"model"`
 	Temperature        *float64  `json:"temperature,omitempty"`

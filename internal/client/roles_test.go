@@ -23,7 +23,11 @@ type logWatch struct {
 	buf bytes.Buffer
 }
 
-func (w *logWatch) Write(p []byte) (int, error) { w.mu.Lock(); defer w.mu.Unlock(); return w.buf.Write(p) }
+func (w *logWatch) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
 
 func (w *logWatch) wait(t *testing.T, re *regexp.Regexp, exited <-chan int) string {
 	t.Helper()
@@ -62,7 +66,9 @@ func TestChatAcrossRoles(t *testing.T) {
 	defer cancel()
 	serve := func(w *logWatch, args ...string) <-chan int {
 		exited := make(chan int, 1)
-		go func() { exited <- cli.Run(ctx, append([]string{"serve"}, args...), strings.NewReader(""), &bytes.Buffer{}, w) }()
+		go func() {
+			exited <- cli.Run(ctx, append([]string{"serve"}, args...), strings.NewReader(""), &bytes.Buffer{}, w)
+		}()
 		return exited
 	}
 

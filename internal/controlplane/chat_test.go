@@ -52,8 +52,12 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func newChatEnv(t *testing.T, st store.Store, tweak func(*controlplane.Config)) *chatEnv {
 	t.Helper()
@@ -201,7 +205,7 @@ func (e *chatEnv) request(c conv, provider, prompt string, o sendOpts) api.SendM
 		gconv = o.grantConv
 	}
 	g, _ := json.Marshal(worker.Grant{Version: 1, RequestID: req.RequestID, UserID: e.acct.userID, ConversationID: gconv,
-		AssistantMessageID: req.AssistantMessageID, Provider: provider, Model: o.model, ConversationKey: keyText,
+		AssistantMessageID: req.AssistantMessageID, PromptMessageID: req.PromptMessageID, Provider: provider, Model: o.model, ConversationKey: keyText,
 		Credential: string(cred), ExpiresAt: time.Now().Add(5 * time.Minute)})
 	req.Grant, err = crypto.SealTo(pub, crypto.GrantContext(e.acct.userID, req.RequestID), g)
 	if err != nil {

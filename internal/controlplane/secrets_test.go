@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,15 +48,36 @@ func openEnvelope(t *testing.T, key []byte, c crypto.Context, env string) []byte
 	return pt
 }
 
-// forms are the ways a secret could appear in a file or a log.
+// forms are the ways a secret could appear in a file or a log: raw, hex in
+// either case, and standard and URL base64 of the secret starting at each
+// of the three byte offsets modulo 3 within whatever was encoded — a
+// secret inside a larger encoded value shows up as one of these.
 func forms(secret []byte) map[string]string {
-	return map[string]string{
-		"raw":       string(secret),
-		"hex":       hex.EncodeToString(secret),
-		"HEX":       strings.ToUpper(hex.EncodeToString(secret)),
-		"base64":    base64.StdEncoding.EncodeToString(secret),
-		"base64url": base64.RawURLEncoding.EncodeToString(secret),
+	f := map[string]string{
+		"raw": string(secret),
+		"hex": hex.EncodeToString(secret),
+		"HEX": strings.ToUpper(hex.EncodeToString(secret)),
 	}
+	for name, enc := range map[string]*base64.Encoding{"base64": base64.StdEncoding, "base64url": base64.URLEncoding} {
+		for k := range 3 {
+			f[fmt.Sprintf("%s+%d", name, k)] = aligned(enc, secret, k)
+		}
+	}
+	return f
+}
+
+// aligned is the part of enc's encoding of k arbitrary bytes followed by
+// secret (then anything) that depends on the secret's bytes alone: the
+// characters that mix in the k bytes before, and the last partial group
+// that mixes in the bytes after, are left out.
+func aligned(enc *base64.Encoding, secret []byte, k int) string {
+	buf := append(make([]byte, k), secret...)
+	s := enc.EncodeToString(buf[:len(buf)/3*3]) // whole groups: no padding
+	skip := [3]int{0, 2, 3}[k]
+	if len(s) <= skip {
+		return ""
+	}
+	return s[skip:]
 }
 
 // TestNoSecretsAtRest registers and logs in through the API, then searches
@@ -163,5 +185,30 @@ func TestNoSecretsAtRest(t *testing.T) {
 			}
 			t.Logf("searched %d bytes of database and %d bytes of log for %d secrets in %d encodings", len(after), logs.Len(), len(secrets), len(forms(nil)))
 		})
+	}
+}
+
+// TestForms: whatever bytes surround a secret, its base64 encoding
+// contains one of the secret's aligned forms, which are never empty.
+func TestForms(t *testing.T) {
+	t.Parallel()
+	secret := []byte("a secret of some twenty-odd bytes")
+	for before := range 7 {
+		for after := range 4 {
+			data := append(append(bytes.Repeat([]byte{0xa5}, before), secret...), bytes.Repeat([]byte{0x5a}, after)...)
+			for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+				s := enc.EncodeToString(data)
+				found := false
+				for name, f := range forms(secret) {
+					if f == "" {
+						t.Fatalf("form %s is empty", name)
+					}
+					found = found || strings.Contains(s, f)
+				}
+				if !found {
+					t.Errorf("%d bytes before, %d after: %s holds none of the forms", before, after, s)
+				}
+			}
+		}
 	}
 }

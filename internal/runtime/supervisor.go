@@ -68,6 +68,11 @@ func NewSupervisor(cfg Config) (*Supervisor, error) {
 	if cfg.Grace <= 0 {
 		cfg.Grace = worker.MaxGrantLifetime
 	}
+	if cfg.Rotate < cfg.Grace {
+		// A replaced key must outlive its grace before the next rotation
+		// wipes it, or keys would vanish before their signed expiry.
+		return nil, fmt.Errorf("runtime: the rotation period (%v) must be at least the grace period (%v)", cfg.Rotate, cfg.Grace)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -198,7 +203,16 @@ func (s *Supervisor) Run(ctx context.Context, job worker.Job, emit func(worker.E
 	}
 	defer clear(record)
 	task := worker.Task{Job: job, RuntimeKey: record, BaseURL: s.cfg.BaseURLs[job.Provider]}
-	return s.cfg.Executor.Execute(ctx, task, emit)
+	err = s.cfg.Executor.Execute(ctx, task, emit)
+	var busy *BusyError
+	if errors.As(err, &busy) {
+		// No sandbox took the task, so its grant was never opened: the
+		// same request may be retried.
+		s.mu.Lock()
+		delete(s.seen, job.RequestID)
+		s.mu.Unlock()
+	}
+	return err
 }
 
 // LoadIdentity reads the identity key at path, or makes one there (mode
@@ -232,6 +246,12 @@ func LoadIdentity(path string) (*crypto.IdentityKey, error) {
 	}
 	if _, err := f.WriteString(id.Record() + "\n"); err != nil {
 		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("runtime identity: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(path)
 		return nil, fmt.Errorf("runtime identity: %w", err)
 	}
 	if err := f.Close(); err != nil {

@@ -159,3 +159,27 @@ func TestLoadIdentity(t *testing.T) {
 		t.Fatal("an identity file readable by others was accepted")
 	}
 }
+
+type busyExecutor struct{}
+
+func (busyExecutor) Execute(context.Context, worker.Task, func(worker.Event) error) error {
+	return &runtime.BusyError{RetryAfter: time.Second}
+}
+
+func TestBusyDoesNotUseUpTheRequest(t *testing.T) {
+	t.Parallel()
+	id, _ := crypto.GenerateIdentity()
+	s, err := runtime.NewSupervisor(runtime.Config{Identity: id, Executor: busyExecutor{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := s.CurrentKey(context.Background())
+	for i := range 2 {
+		if _, err := run(s, k.ID, "same"); !errors.Is(err, runtime.ErrBusy) {
+			t.Fatalf("attempt %d: got %v; want ErrBusy (not a replay)", i+1, err)
+		}
+	}
+	if _, err := runtime.NewSupervisor(runtime.Config{Identity: id, Executor: busyExecutor{}, Rotate: time.Minute, Grace: time.Hour}); err == nil {
+		t.Fatal("a rotation period shorter than the grace period was accepted")
+	}
+}

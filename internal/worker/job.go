@@ -48,18 +48,22 @@ type Egress struct {
 // id in it must equal the Job's: a control plane cannot replay a grant for
 // another request, conversation or message.
 type Grant struct {
-	Version            int       `json:"v"` // 1
-	RequestID          string    `json:"request_id"`
-	UserID             string    `json:"user_id"`
-	ConversationID     string    `json:"conversation_id"`
-	AssistantMessageID string    `json:"assistant_message_id"`
-	Provider           string    `json:"provider"`
-	Model              string    `json:"model"`
-	Temperature        *float64  `json:"temperature,omitempty"`
-	MaxTokens          int       `json:"max_tokens,omitempty"`
-	ConversationKey    string    `json:"conversation_key"` // the raw convKey, base64 (docs/crypto.md text form)
-	Credential         string    `json:"credential"`       // the provider API key or access token
-	ExpiresAt          time.Time `json:"expires_at"`
+	Version            int    `json:"v"` // 1
+	RequestID          string `json:"request_id"`
+	UserID             string `json:"user_id"`
+	ConversationID     string `json:"conversation_id"`
+	AssistantMessageID string `json:"assistant_message_id"`
+	// PromptMessageID names the prompt the user sent: the last message of
+	// the job's history must be this user message, so a control plane
+	// cannot answer an older prompt in its place.
+	PromptMessageID string    `json:"prompt_message_id"`
+	Provider        string    `json:"provider"`
+	Model           string    `json:"model"`
+	Temperature     *float64  `json:"temperature,omitempty"`
+	MaxTokens       int       `json:"max_tokens,omitempty"`
+	ConversationKey string    `json:"conversation_key"` // the raw convKey, base64 (docs/crypto.md text form)
+	Credential      string    `json:"credential"`       // the provider API key or access token
+	ExpiresAt       time.Time `json:"expires_at"`
 }
 
 // Event is one thing the worker reports, in order: any number of Chunk

@@ -20,7 +20,24 @@ type Deps struct {
 	NewProvider func(name string, cfg provider.Config) (provider.Provider, error)
 	Client      *http.Client
 	Now         func() time.Time // nil: time.Now
+	// IdleTimeout ends a stream whose provider sends nothing for that long
+	// (0: DefaultIdleTimeout); MaxDuration bounds a whole job (0:
+	// DefaultMaxDuration). Either ends the answer incomplete, kind
+	// "timeout".
+	IdleTimeout, MaxDuration time.Duration
 }
+
+// Defaults for Deps.
+const (
+	DefaultIdleTimeout = 2 * time.Minute
+	DefaultMaxDuration = 10 * time.Minute
+)
+
+// MaxModelLen bounds a grant's model name.
+const MaxModelLen = 200
+
+var errIdle = errors.New("the provider sent nothing for too long")
+var errTooLong = errors.New("the answer took too long")
 
 // MaxGrantLifetime bounds how far ahead a grant may expire: a grant is for
 // one request, made just before it.
@@ -72,6 +89,22 @@ func RunWith(ctx context.Context, task Task, deps Deps, emit func(Event) error) 
 	}
 	// One retry rule for every provider: only before the first chunk.
 	p = provider.WithRetry(p, provider.DefaultRetryPolicy)
+	idle, maxDur := deps.IdleTimeout, deps.MaxDuration
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	if maxDur <= 0 {
+		maxDur = DefaultMaxDuration
+	}
+	// The provider call runs under its own context, cancelled with a cause
+	// when it idles or runs too long, so the answer still ends marked.
+	callCtx, cancelCall := context.WithCancelCause(ctx)
+	defer cancelCall(nil)
+	overall := time.AfterFunc(maxDur, func() { cancelCall(errTooLong) })
+	defer overall.Stop()
+	watchdog := time.AfterFunc(idle, func() { cancelCall(errIdle) })
+	defer watchdog.Stop()
+	ctx = callCtx
 	stream, err := p.Stream(ctx, credential, provider.Request{
 		Model: grant.Model, Messages: messages, Temperature: grant.Temperature, MaxTokens: grant.MaxTokens,
 	})
@@ -86,6 +119,7 @@ func RunWith(ctx context.Context, task Task, deps Deps, emit func(Event) error) 
 	var seq uint64
 	for {
 		c, err := stream.Next()
+		watchdog.Reset(idle)
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -116,17 +150,21 @@ func RunWith(ctx context.Context, task Task, deps Deps, emit func(Event) error) 
 		}
 		seq++
 	}
-	// The final chunk is empty and marks the stream complete (a reader that
-	// never sees it knows the answer was cut).
+	// The whole answer is sealed first, then the final chunk — empty, it
+	// marks the stream complete (a reader that never sees it knows the
+	// answer was cut) — so no client sees "complete" for an answer that
+	// could not be stored.
+	if err := sealAnswer(res, job, convKey, answer); err != nil {
+		res.Incomplete = true
+		return finish(&Error{Kind: "internal", Message: err.Error()})
+	}
 	enc, err := crypto.Seal(convKey, crypto.ChunkContext(job.UserID, job.AssistantMessageID, seq, true), nil)
 	if err != nil {
+		res.Incomplete = true
 		return finish(&Error{Kind: "internal", Message: err.Error()})
 	}
 	if err := emit(Event{Chunk: &Chunk{Seq: seq, Final: true, EncryptedChunk: enc}}); err != nil {
 		return err
-	}
-	if err := sealAnswer(res, job, convKey, answer); err != nil {
-		return finish(&Error{Kind: "internal", Message: err.Error()})
 	}
 	return finish(nil)
 }
@@ -147,6 +185,9 @@ func sealAnswer(res *Result, job Job, convKey crypto.Key, answer []byte) error {
 // the provider's own words about the request, never the credential.
 func failure(ctx context.Context, err error) *Error {
 	if ctx.Err() != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, errIdle) || errors.Is(cause, errTooLong) {
+			return &Error{Kind: "timeout", Message: cause.Error()}
+		}
 		return &Error{Kind: "cancelled", Message: "request cancelled"}
 	}
 	var pe *provider.Error
@@ -180,8 +221,11 @@ func openGrant(task Task, now time.Time) (*Grant, crypto.Key, error) {
 	case g.RequestID != job.RequestID, g.UserID != job.UserID, g.ConversationID != job.ConversationID,
 		g.AssistantMessageID != job.AssistantMessageID, g.Provider != job.Provider:
 		return nil, crypto.Key{}, errors.New("grant does not match the request")
-	case g.Model == "":
-		return nil, crypto.Key{}, errors.New("grant names no model")
+	case len(job.History) == 0 || g.PromptMessageID != job.History[len(job.History)-1].ID ||
+		job.History[len(job.History)-1].Role != provider.RoleUser:
+		return nil, crypto.Key{}, errors.New("grant does not match the request: its prompt is not the request's last message")
+	case g.Model == "" || len(g.Model) > MaxModelLen:
+		return nil, crypto.Key{}, errors.New("grant names no model, or one too long")
 	case g.Credential == "":
 		return nil, crypto.Key{}, errors.New("grant carries no credential")
 	case !now.Before(g.ExpiresAt):

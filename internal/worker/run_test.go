@@ -82,7 +82,7 @@ func newFixture(t *testing.T) *fixture {
 	enc, _ := crypto.Seal(f.convKey, crypto.MessageContext(user, prompt), []byte("hello there"))
 	f.job.History = []worker.Message{{ID: prompt, Role: "user", EncryptedContent: enc}}
 	f.grant = worker.Grant{Version: 1, RequestID: f.job.RequestID, UserID: user, ConversationID: conv,
-		AssistantMessageID: f.job.AssistantMessageID, Provider: "openai", Model: "gpt-test",
+		AssistantMessageID: f.job.AssistantMessageID, PromptMessageID: prompt, Provider: "openai", Model: "gpt-test",
 		ConversationKey: mustText(f.convKey), Credential: "sk-test-key", ExpiresAt: f.now.Add(5 * time.Minute)}
 	return f
 }
@@ -191,7 +191,16 @@ func TestRunRefusesBadGrants(t *testing.T) {
 		{"no model", func(f *fixture) { f.grant.Model = "" }, "model"},
 		{"bad key", func(f *fixture) { f.grant.ConversationKey = "AAAA" }, "conversation key"},
 		{"wrong conversation key", func(f *fixture) { f.grant.ConversationKey = mustText(crypto.NewKey()) }, "open_failed"},
-		{"history ends with the answer", func(f *fixture) { f.job.History[0].Role = "assistant" }, "user prompt"},
+		{"history ends with the answer", func(f *fixture) { f.job.History[0].Role = "assistant" }, "its prompt is not"},
+		{"another prompt answered", func(f *fixture) {
+			older := f.job.History[0]
+			older.ID = uuid.NewString()
+			enc, _ := crypto.Seal(f.convKey, crypto.MessageContext(f.job.UserID, older.ID), []byte("an older prompt"))
+			older.EncryptedContent = enc
+			f.job.History = append(f.job.History, older)
+		}, "its prompt is not"},
+		{"no credential", func(f *fixture) { f.grant.Credential = "" }, "credential"},
+		{"model too long", func(f *fixture) { f.grant.Model = strings.Repeat("m", worker.MaxModelLen+1) }, "model"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -237,7 +246,9 @@ func TestEmitFailureStops(t *testing.T) {
 	rec, _ := f.runtime.ExportRecord()
 	boom := errors.New("client gone")
 	err := worker.RunWith(context.Background(), worker.Task{Job: f.job, RuntimeKey: rec},
-		worker.Deps{NewProvider: func(string, provider.Config) (provider.Provider, error) { return &scripted{pieces: []string{"a", "b"}}, nil }, Now: func() time.Time { return f.now }},
+		worker.Deps{NewProvider: func(string, provider.Config) (provider.Provider, error) {
+			return &scripted{pieces: []string{"a", "b"}}, nil
+		}, Now: func() time.Time { return f.now }},
 		func(worker.Event) error { return boom })
 	if !errors.Is(err, boom) {
 		t.Fatalf("got %v; want the emit error", err)
@@ -250,4 +261,66 @@ func mustText(k crypto.Key) string {
 		panic(err)
 	}
 	return s
+}
+
+// stalling answers one piece and then waits until its context ends.
+type stalling struct{ ctx context.Context }
+
+func (s *stalling) Name() string { return "openai" }
+func (s *stalling) Stream(ctx context.Context, _ provider.Credential, _ provider.Request) (provider.Stream, error) {
+	return &stallStream{ctx: ctx}, nil
+}
+
+type stallStream struct {
+	ctx  context.Context
+	sent bool
+}
+
+func (st *stallStream) Next() (provider.Chunk, error) {
+	if !st.sent {
+		st.sent = true
+		return provider.Chunk{Text: "begun "}, nil
+	}
+	<-st.ctx.Done()
+	return provider.Chunk{}, st.ctx.Err()
+}
+func (st *stallStream) Close() error { return nil }
+
+func TestRunTimesOutAStalledProvider(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name       string
+		idle, max  time.Duration
+		wantPhrase string
+	}{
+		{"idle", 50 * time.Millisecond, time.Minute, "nothing for too long"},
+		{"overall", time.Minute, 80 * time.Millisecond, "took too long"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			plain, _ := json.Marshal(f.grant)
+			f.job.Grant, _ = crypto.SealTo(f.runtime.Public(), crypto.GrantContext(f.job.UserID, f.job.RequestID), plain)
+			rec, _ := f.runtime.ExportRecord()
+			var done *worker.Result
+			err := worker.RunWith(context.Background(), worker.Task{Job: f.job, RuntimeKey: rec},
+				worker.Deps{NewProvider: func(string, provider.Config) (provider.Provider, error) { return &stalling{}, nil },
+					Now: func() time.Time { return f.now }, IdleTimeout: c.idle, MaxDuration: c.max},
+				func(ev worker.Event) error {
+					if ev.Done != nil {
+						done = ev.Done
+					}
+					return nil
+				})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if done == nil || !done.Incomplete || done.Error == nil || done.Error.Kind != "timeout" || !strings.Contains(done.Error.Message, c.wantPhrase) {
+				t.Fatalf("done = %+v (error %+v); want an incomplete answer with a timeout", done, done.Error)
+			}
+			if got := f.open(crypto.MessageContext(f.job.UserID, f.job.AssistantMessageID), done.EncryptedContent); got != "begun " {
+				t.Fatalf("partial answer %q", got)
+			}
+		})
+	}
 }

@@ -3,11 +3,14 @@
 // and `serve --role control-plane` reaches them through Client. The runtime
 // private keys then never enter the control plane's process.
 //
-// The socket is authenticated twice: its file mode (0600, owned by the
-// runtime's user, in a directory only that user and the control plane's
-// group can enter) and a bearer token both processes read from a file.
-// The wire is HTTP/1.1: GET /v1/key returns the KeyInfo, POST /v1/run takes
-// a worker.Job and streams worker.Events as newline-delimited JSON.
+// The socket is authenticated twice: its file mode (0660: the runtime's
+// user and group, of which the control plane's user is a member) and a
+// bearer token both processes read from a file. The wire is HTTP/1.1:
+// GET /v1/key returns the KeyInfo, POST /v1/run takes a worker.Job and
+// streams worker.Events as newline-delimited JSON, and POST
+// /v1/cancel/{request_id} cancels a running job. A caller whose own request
+// is cancelled (its user went away) asks for the cancel and keeps reading,
+// so the job's last event — the partial answer — still arrives.
 package remote
 
 import (
@@ -22,7 +25,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"polydev/internal/runtime"
@@ -38,9 +43,26 @@ type Runtime interface {
 // MinTokenLen is the shortest accepted shared token.
 const MinTokenLen = 32
 
+// CancelGrace is how long a cancelled caller keeps reading for the job's
+// last event.
+const CancelGrace = 30 * time.Second
+
 // Handler serves rt to callers that present token.
 func Handler(rt Runtime, token string, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
+	var mu sync.Mutex
+	running := map[string]context.CancelFunc{}
+	mux.HandleFunc("POST /v1/cancel/{id}", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		cancel := running[r.PathValue("id")]
+		mu.Unlock()
+		if cancel == nil {
+			http.Error(w, "no such job", http.StatusNotFound)
+			return
+		}
+		cancel()
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("GET /v1/key", func(w http.ResponseWriter, r *http.Request) {
 		k, err := rt.CurrentKey(r.Context())
 		if err != nil {
@@ -61,7 +83,20 @@ func Handler(rt Runtime, token string, log *slog.Logger) http.Handler {
 		}
 		rc := http.NewResponseController(w)
 		started := false
-		err := rt.Run(r.Context(), job, func(ev worker.Event) error {
+		// The job ends when the caller asks (cancel) or its connection
+		// goes away.
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		mu.Lock()
+		if running[job.RequestID] != nil {
+			mu.Unlock()
+			http.Error(w, "replay", http.StatusGone)
+			return
+		}
+		running[job.RequestID] = cancel
+		mu.Unlock()
+		defer func() { mu.Lock(); delete(running, job.RequestID); mu.Unlock() }()
+		err := rt.Run(ctx, job, func(ev worker.Event) error {
 			if !started {
 				w.Header().Set("Content-Type", "application/x-ndjson")
 				w.WriteHeader(http.StatusOK)
@@ -91,7 +126,7 @@ func Handler(rt Runtime, token string, log *slog.Logger) http.Handler {
 			http.Error(w, "unknown key", http.StatusConflict)
 		case errors.Is(err, runtime.ErrReplay):
 			http.Error(w, "replay", http.StatusGone)
-		case r.Context().Err() != nil:
+		case ctx.Err() != nil:
 		default:
 			log.Error("runtime job", "err", err)
 			http.Error(w, "runtime failure", http.StatusInternalServerError)
@@ -165,11 +200,40 @@ func (c *Client) Run(ctx context.Context, job worker.Job, emit func(worker.Event
 	if err != nil {
 		return err
 	}
-	resp, err := c.do(ctx, http.MethodPost, "/v1/run", body)
+	// The request itself is not tied to ctx: when ctx ends, the runtime is
+	// asked to cancel the job and its last event (the partial answer) is
+	// still read, for a bounded time.
+	resp, err := c.do(context.WithoutCancel(ctx), http.MethodPost, "/v1/run", body)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	var (
+		giveUpMu sync.Mutex
+		giveUp   *time.Timer
+		finished bool
+	)
+	stop := context.AfterFunc(ctx, func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if r, err := c.do(cctx, http.MethodPost, "/v1/cancel/"+url.PathEscape(job.RequestID), nil); err == nil {
+			r.Body.Close()
+		}
+		giveUpMu.Lock()
+		defer giveUpMu.Unlock()
+		if !finished {
+			giveUp = time.AfterFunc(CancelGrace, func() { resp.Body.Close() })
+		}
+	})
+	defer func() {
+		stop()
+		giveUpMu.Lock()
+		defer giveUpMu.Unlock()
+		finished = true
+		if giveUp != nil {
+			giveUp.Stop()
+		}
+	}()
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusServiceUnavailable:

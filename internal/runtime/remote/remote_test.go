@@ -108,3 +108,52 @@ func TestRemoteBusyAndAuth(t *testing.T) {
 		t.Fatal("a wrong token was accepted")
 	}
 }
+
+// untilCancelled streams chunks until its context ends, then reports the
+// partial answer, as a worker does.
+type untilCancelled struct{}
+
+func (untilCancelled) Execute(ctx context.Context, task worker.Task, emit func(worker.Event) error) error {
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return emit(worker.Event{Done: &worker.Result{MessageID: task.Job.AssistantMessageID, Incomplete: true,
+				Error: &worker.Error{Kind: "cancelled"}, OutputTokens: i}})
+		case <-time.After(10 * time.Millisecond):
+			if err := emit(worker.Event{Chunk: &worker.Chunk{Seq: uint64(i), EncryptedChunk: "c"}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// TestRemoteCancelKeepsThePartialAnswer: a caller that gives up mid-stream
+// still receives the job's last event, so the partial answer is stored.
+func TestRemoteCancelKeepsThePartialAnswer(t *testing.T) {
+	t.Parallel()
+	token := strings.Repeat("c", remote.MinTokenLen)
+	_, sock := serve(t, untilCancelled{}, token)
+	c := remote.NewClient(sock, token)
+	k, err := c.CurrentKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var chunks int
+	var done *worker.Result
+	err = c.Run(ctx, worker.Job{RequestID: "r-cancel", KeyID: k.ID, AssistantMessageID: "m"}, func(ev worker.Event) error {
+		if ev.Chunk != nil {
+			if chunks++; chunks == 3 {
+				cancel()
+			}
+		}
+		if ev.Done != nil {
+			done = ev.Done
+		}
+		return nil
+	})
+	if err != nil || done == nil || !done.Incomplete || done.Error == nil || done.Error.Kind != "cancelled" {
+		t.Fatalf("after cancelling: err %v, done %+v; want the partial answer's result", err, done)
+	}
+}
