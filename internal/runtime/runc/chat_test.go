@@ -84,7 +84,7 @@ func TestChatThroughContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	grant, _ := json.Marshal(worker.Grant{Version: 1, RequestID: job.RequestID, UserID: user, ConversationID: conv,
+	grant, _ := json.Marshal(worker.Grant{Version: 1, RequestID: job.RequestID, UserID: user, ConversationID: conv, PromptMessageID: prompt,
 		AssistantMessageID: job.AssistantMessageID, Provider: "openai", Model: "gpt-4o-mini",
 		ConversationKey: string(keyText), Credential: apiKey, ExpiresAt: time.Now().Add(5 * time.Minute)})
 	if job.Grant, err = crypto.SealTo(pub, crypto.GrantContext(user, job.RequestID), grant); err != nil {
