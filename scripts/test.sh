@@ -26,6 +26,8 @@ command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 compgen -G '/boot/vmlinuz-*-cloud-amd64' >/dev/null || need_apt+=(linux-image-cloud-amd64)
 dpkg -s busybox-static >/dev/null 2>&1 || need_apt+=(busybox-static)
 command -v ip >/dev/null || need_apt+=(iproute2)
+command -v runc >/dev/null || need_apt+=(runc)               # runtime containers
+[[ -f /etc/ssl/certs/ca-certificates.crt ]] || need_apt+=(ca-certificates)  # the runtime image's CA bundle
 if ((${#need_apt[@]})); then
   if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
     log "installing ${need_apt[*]}"

@@ -11,8 +11,21 @@ import (
 // benchmarks run by `polydev bench <name>`.
 func benchmarks() map[string]func(ctx context.Context, e env, args []string) error {
 	return map[string]func(ctx context.Context, e env, args []string) error{
-		"vm": runBenchVM,
+		"vm":   runBenchVM,
+		"pool": runBenchPool,
+		"chat": runBenchChatAny,
 	}
+}
+
+// runBenchChatAny measures the chat relay in this process (the default),
+// or the runc runtime with --runtime runc.
+func runBenchChatAny(ctx context.Context, e env, args []string) error {
+	for i, a := range args {
+		if a == "--runtime=runc" || a == "-runtime=runc" || (a == "--runtime" || a == "-runtime") && i+1 < len(args) && args[i+1] == "runc" {
+			return runBenchChatRunc(ctx, e, args)
+		}
+	}
+	return runBenchChat(ctx, e, args)
 }
 
 func runBench(ctx context.Context, e env, args []string) error {

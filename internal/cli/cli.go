@@ -27,6 +27,8 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"account", "register, log in, change password, delete an account", runAccount},
+		{"bench", "measure the runtime pool and chat streaming through it", runBench},
+		{"image", "build a runtime container image (OCI rootfs)", runImage},
 		{"accounts", "list your linked provider accounts and their egress", runAccounts},
 		{"link", "link a provider by API key, revoke it, rotate its egress", runLink},
 		{"emulator", "serve local, wire-faithful OpenAI, Anthropic and Gemini APIs for development and tests", runEmulator},
@@ -36,6 +38,7 @@ func commands() []command {
 		{"migrate", "bring the database schema to this build's version", runMigrate},
 		{"serve", "run the control plane (HTTP API and web app)", runServe},
 		{"version", "print the build's version", runVersion},
+		{"worker", "the program inside a runtime container (not for direct use)", runWorker},
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"polydev/internal/controlplane"
 	"polydev/internal/egress"
+	"polydev/internal/metrics"
 	"polydev/internal/store"
 	"polydev/internal/store/postgres"
 	"polydev/internal/store/sqlite"
@@ -128,6 +129,7 @@ come from the environment variable named in its help.`)
 		return err
 	}
 	cfg.RuntimeKeys, cfg.Runtime = keys, runner
+	cfg.Metrics = metrics.Handler(rt.metricsRegistry())
 	closeVMs, err := vms.startLoginVMs(ctx, log, st, *data, &cfg)
 	if err != nil {
 		return err

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
+
 	"context"
 	"errors"
 	"flag"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"polydev/internal/egress"
+	"polydev/internal/metrics"
 	"polydev/internal/provider"
 	"polydev/internal/provider/emulator"
 	"polydev/internal/provider/registry"
@@ -33,11 +36,16 @@ type runtimeFlags struct {
 	providerURLs string
 	rotate       time.Duration
 	emulator     bool
+	runc         runcFlags
+	// metrics collects what the runtime measures (the container pool's
+	// gauges and counters), served on /metrics.
+	metrics *prometheus.Registry
 }
 
 func (f *runtimeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.role, "role", envOr("POLYDEV_ROLE", "all"), "all (one process), control-plane (reach the runtime over --runtime-socket) or runtime (serve the runtime on --runtime-socket) (env POLYDEV_ROLE)")
-	fs.StringVar(&f.executor, "runtime", envOr("POLYDEV_RUNTIME", "inprocess"), "where chat workers run: inprocess (development) (env POLYDEV_RUNTIME)")
+	fs.StringVar(&f.executor, "runtime", envOr("POLYDEV_RUNTIME", "inprocess"), "where chat workers run: inprocess (development) or runc (containers from a warm pool; root, runc and 'polydev image build runtime') (env POLYDEV_RUNTIME)")
+	f.runc.register(fs)
 	fs.StringVar(&f.socket, "runtime-socket", envOr("POLYDEV_RUNTIME_SOCKET", ""), "unix socket between the control plane and the runtime roles (env POLYDEV_RUNTIME_SOCKET)")
 	fs.StringVar(&f.tokenFile, "runtime-token-file", envOr("POLYDEV_RUNTIME_TOKEN_FILE", ""), "file holding the shared token (≥ 32 characters) that authenticates the runtime socket (env POLYDEV_RUNTIME_TOKEN_FILE)")
 	fs.StringVar(&f.identityFile, "runtime-identity-file", envOr("POLYDEV_RUNTIME_IDENTITY_FILE", ""), "the runtime's long-term identity key, created 0600 if missing (env POLYDEV_RUNTIME_IDENTITY_FILE; default DATA/runtime-identity)")
@@ -53,9 +61,9 @@ func (f *runtimeFlags) validate() error {
 		return fmt.Errorf("--role %q: want all, control-plane or runtime", f.role)
 	}
 	switch f.executor {
-	case "inprocess":
+	case "inprocess", "runc":
 	default:
-		return fmt.Errorf("--runtime %q: want inprocess", f.executor)
+		return fmt.Errorf("--runtime %q: want inprocess or runc", f.executor)
 	}
 	if f.role != "all" && (f.socket == "" || f.tokenFile == "") {
 		return fmt.Errorf("--role %s needs --runtime-socket and --runtime-token-file", f.role)
@@ -142,7 +150,16 @@ func (f *runtimeFlags) supervisor(ctx context.Context, log *slog.Logger, dev boo
 	}
 	// Every provider call leaves through the user's own egress port (or
 	// directly, when no proxy is configured).
-	ex := runtime.NewInProcess(runtime.InProcess{NewProvider: registry.New, ClientFor: proxy.Client})
+	var ex runtime.Executor = runtime.NewInProcess(runtime.InProcess{NewProvider: registry.New, ClientFor: proxy.Client})
+	if f.executor == "runc" {
+		pool, err := f.runc.pool(ctx, log, proxy)
+		if err != nil {
+			return nil, cleanup, err
+		}
+		cleanups = append(cleanups, func() { pool.Close() })
+		ex = pool
+		f.metricsRegistry().MustRegister(pool.Collector())
+	}
 	sup, err := runtime.NewSupervisor(runtime.Config{Identity: id, Executor: ex, Rotate: f.rotate, BaseURLs: urls,
 		Logger: log.With("component", "runtime")})
 	if err != nil {
@@ -227,3 +244,10 @@ func (f *runtimeFlags) runtimeFor(ctx context.Context, log *slog.Logger, dev boo
 }
 
 func providerConfig(baseURL string) provider.Config { return provider.Config{BaseURL: baseURL} }
+
+func (f *runtimeFlags) metricsRegistry() *prometheus.Registry {
+	if f.metrics == nil {
+		f.metrics = metrics.NewRegistry()
+	}
+	return f.metrics
+}

@@ -20,6 +20,7 @@ import (
 	"polydev/internal/crypto"
 	"polydev/internal/egress"
 	"polydev/internal/egress/egresstest"
+	"polydev/internal/metrics"
 	"polydev/internal/provider/emulator"
 	"polydev/internal/provider/registry"
 	"polydev/internal/runtime"
@@ -596,5 +597,20 @@ func TestChatThroughEgress(t *testing.T) {
 		if len(ms) != 2 || ms[1].EgressPort != port || ms[1].EgressIP != up.ExitIP(port) {
 			t.Fatalf("stored answer %+v; want port %d and IP %s", ms[len(ms)-1], port, up.ExitIP(port))
 		}
+	}
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	reg := metrics.NewRegistry()
+	e := newChatEnv(t, sqliteStore(t), func(c *controlplane.Config) { c.Metrics = metrics.Handler(reg) })
+	resp, err := http.Get(e.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(b.String(), "go_goroutines") {
+		t.Fatalf("GET /metrics: %d %.200q", resp.StatusCode, b.String())
 	}
 }

@@ -45,6 +45,10 @@ type Config struct {
 	MaxStreamsPerUser int
 	// Heartbeat is the interval of SSE keep-alive comments (0: 15 s).
 	Heartbeat time.Duration
+	// Metrics serves GET /metrics (Prometheus text format); nil: 404.
+	// It carries counts and timings only, never user data; operators keep
+	// it off the public network (docs/operations.md).
+	Metrics http.Handler
 	// Egress hands out users' egress ports and looks up their exit IPs;
 	// nil means direct egress over the default port range.
 	Egress *egress.Proxy
@@ -147,6 +151,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("DELETE /v1/auth/me", s.handle(s.authenticated(s.deleteAccount)))
 	mux.Handle("POST /v1/auth/logout", s.handle(s.authenticated(s.logout)))
 	mux.Handle("POST /v1/auth/password", s.handle(s.authenticated(s.changePassword)))
+	if s.cfg.Metrics != nil {
+		mux.Handle("GET /metrics", s.cfg.Metrics)
+	}
 	mux.Handle("GET /v1/runtime/key", s.handle(s.runtimeKey))
 	mux.Handle("GET /v1/accounts/{provider}/token", s.handle(s.authenticated(s.sealedToken)))
 	mux.Handle("POST /v1/chat/sessions", s.handle(s.authenticated(s.createConversation)))
