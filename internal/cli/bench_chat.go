@@ -56,15 +56,17 @@ Measures the chat relay's added time to first byte: N simulated users, each
 registered, logged in and with an API key linked (a setup phase, not
 measured), send prompts in a loop for --duration through an in-process
 control plane, runtime and provider emulator (zero provider latency), all
-on loopback. The same concurrency then streams from the emulator directly
-through the provider adapter, for the baseline. Reports p50/p90/p99 of the
-time to first byte of both and of their difference, throughput and errors.
+on loopback. Before that, as many goroutines stream from the emulator
+directly through the provider adapter, for the baseline. Reports
+p50/p90/p99 of the time to first byte of both and of their difference,
+throughput and errors.
 
 Storage is a fresh SQLite database in a temporary directory unless
 --database-url names a PostgreSQL database (the app's login role); give
 --migrate-database-url (the schema owner) to migrate it first, or run
 'polydev migrate' beforehand. Use a throwaway database: the simulated
-users and their conversations stay in it.`)
+users and their conversations stay in it. The in-process runtime runs at
+most 128 workers at once: beyond that, users may fail with runtime_busy.`)
 	concurrency := fs.Int("concurrency", 100, "simulated users streaming at once (one stream each)")
 	duration := fs.Duration("duration", 10*time.Second, "how long each measured phase (baseline, relay) runs")
 	dbURL := fs.String("database-url", "", "PostgreSQL connection string of the app's login role (default: SQLite in a temporary directory)")
@@ -169,12 +171,12 @@ func (r *ChatBenchResult) print(w io.Writer) error {
 	fmt.Fprintf(tw, "backend %s, %d concurrent users, answers of %d tokens at %s, %s per phase, setup %.1fs, load average %.2f\n\n",
 		r.Backend, r.Concurrency, r.Tokens, pace, time.Duration(r.DurationS*float64(time.Second)), r.SetupS, r.LoadAverage1)
 	fmt.Fprintln(tw, "time to first byte\tp50\tp90\tp99\tmax\tstreams\tstreams/s\terrors")
-	row := func(name string, p Percentiles, streams int, rate float64, errs string) {
-		fmt.Fprintf(tw, "%s\t%.2f ms\t%.2f ms\t%.2f ms\t%.2f ms\t%s\t%s\t%s\n", name, p.P50, p.P90, p.P99, p.Max,
-			countOrDash(streams), rateOrDash(rate), errs)
+	row := func(name string, p Percentiles, streams int, rate float64, errs int) {
+		fmt.Fprintf(tw, "%s\t%.2f ms\t%.2f ms\t%.2f ms\t%.2f ms\t%d\t%.1f\t%d\n", name, p.P50, p.P90, p.P99, p.Max,
+			streams, rate, errs)
 	}
-	row("relay (POST → first decrypted chunk)", r.TTFBMS, r.Streams, r.StreamsPerS, fmt.Sprint(r.Errors))
-	row("baseline (adapter → emulator)", r.BaselineTTFBMS, r.BaselineStreams, r.BaselineStreamsPerS, fmt.Sprint(r.BaselineErrors))
+	row("relay (POST → first decrypted chunk)", r.TTFBMS, r.Streams, r.StreamsPerS, r.Errors)
+	row("baseline (adapter → emulator)", r.BaselineTTFBMS, r.BaselineStreams, r.BaselineStreamsPerS, r.BaselineErrors)
 	fmt.Fprintf(tw, "added by the relay\t%.2f ms\t%.2f ms\t%.2f ms\t\t\t\t\n", r.TTFBOverheadMS.P50, r.TTFBOverheadMS.P90, r.TTFBOverheadMS.P99)
 	if err := tw.Flush(); err != nil {
 		return err
@@ -183,20 +185,6 @@ func (r *ChatBenchResult) print(w io.Writer) error {
 		fmt.Fprintf(w, "\nfirst error: %s\n", r.FirstError)
 	}
 	return nil
-}
-
-func countOrDash(n int) string {
-	if n < 0 {
-		return "-"
-	}
-	return fmt.Sprint(n)
-}
-
-func rateOrDash(f float64) string {
-	if f < 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.1f", f)
 }
 
 func (b *chatBench) run(ctx context.Context, dbURL, migrateURL string) (*ChatBenchResult, error) {
