@@ -264,14 +264,6 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	}
 	user, convID := session(r).UserID, r.PathValue("id")
 	ctx := r.Context()
-	conv, err := s.store.Conversation(ctx, user, convID)
-	if err != nil {
-		return storeError(err)
-	}
-	token, err := s.providerToken(ctx, user, conv.Provider)
-	if err != nil {
-		return err
-	}
 	if !s.streams.acquire(user) {
 		return &apiError{status: http.StatusTooManyRequests, code: "too_many_streams",
 			message: fmt.Sprintf("at most %d chats may stream at once", s.streams.max), retryAfter: time.Second}
@@ -279,14 +271,39 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	defer s.streams.release(user)
 	// One answer at a time per conversation: two overlapping sends would
 	// interleave their turns in the history.
-	if !s.busyConvs.acquire(convID) {
+	if !s.busyConvs.acquire(user + "/" + convID) {
 		return &apiError{status: http.StatusConflict, code: "conversation_busy",
 			message: "this conversation is already answering; wait for it to finish", retryAfter: time.Second}
 	}
-	defer s.busyConvs.release(convID)
-	hist, err := s.history(ctx, user, convID)
-	if err != nil {
-		return storeError(err)
+	defer s.busyConvs.release(user + "/" + convID)
+	// The conversation, the linked credentials and the history are read at
+	// once: on PostgreSQL each is a transaction of its own, and they sit
+	// before the first byte.
+	var (
+		wg               sync.WaitGroup
+		conv             *store.Conversation
+		tokens           []store.ProviderToken
+		hist             []worker.Message
+		cErr, tErr, hErr error
+	)
+	wg.Add(3)
+	go func() { defer wg.Done(); conv, cErr = s.store.Conversation(ctx, user, convID) }()
+	go func() { defer wg.Done(); tokens, tErr = s.store.ProviderTokens(ctx, user) }()
+	go func() { defer wg.Done(); hist, hErr = s.history(ctx, user, convID) }()
+	wg.Wait()
+	for _, err := range []error{cErr, tErr, hErr} {
+		if err != nil {
+			return storeError(err)
+		}
+	}
+	var token *store.ProviderToken
+	for i := range tokens {
+		if tokens[i].Provider == conv.Provider {
+			token = &tokens[i]
+		}
+	}
+	if token == nil {
+		return errorf(http.StatusConflict, "provider_not_linked", "link %s first (polydev link key --provider %s)", conv.Provider, conv.Provider)
 	}
 	for _, m := range hist {
 		if m.ID == req.PromptMessageID || m.ID == req.AssistantMessageID {

@@ -107,10 +107,13 @@ func (p *Proxy) transport(port int) http.RoundTripper {
 		return t
 	}
 	t := &http.Transport{
-		DialContext:           p.scrubbedDial(port),
-		TLSClientConfig:       p.cfg.TLS.Clone(),
-		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          16,
+		DialContext:       p.scrubbedDial(port),
+		TLSClientConfig:   p.cfg.TLS.Clone(),
+		ForceAttemptHTTP2: true,
+		MaxIdleConns:      64,
+		// A port's connections go to a few provider hosts; Go's default of 2
+		// idle connections per host would redial under concurrent streams.
+		MaxIdleConnsPerHost:   32,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   dialTimeout,
 		ExpectContinueTimeout: time.Second,

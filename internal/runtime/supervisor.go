@@ -45,6 +45,7 @@ type Supervisor struct {
 	current  *runtimeKey
 	previous *runtimeKey
 	seen     map[string]time.Time // request id → when it may be forgotten
+	pruned   time.Time            // when seen was last pruned
 }
 
 var (
@@ -134,9 +135,13 @@ func (s *Supervisor) maintainLocked() error {
 		s.previous.priv.Wipe()
 		s.previous = nil
 	}
-	for id, until := range s.seen {
-		if now.After(until) {
-			delete(s.seen, id)
+	// Forgetting expired request ids walks the whole set: once a minute.
+	if now.Sub(s.pruned) >= time.Minute {
+		s.pruned = now
+		for id, until := range s.seen {
+			if now.After(until) {
+				delete(s.seen, id)
+			}
 		}
 	}
 	return nil

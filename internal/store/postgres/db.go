@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -25,6 +26,10 @@ var _ store.Store = (*DB)(nil)
 // server answers. It does not check the schema: Ping does, so that a
 // server can start before its database is migrated and report not ready.
 // The DB must be closed.
+// DefaultMaxConns is the connection pool's size unless the DSN sets
+// pool_max_conns.
+const DefaultMaxConns = 32
+
 func Open(ctx context.Context, appDSN string) (*DB, error) {
 	latest, err := latestVersion()
 	if err != nil {
@@ -33,6 +38,12 @@ func Open(ctx context.Context, appDSN string) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(appDSN)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: open: %w", err) // pgx leaves the password out
+	}
+	// pgx's default pool is max(4, CPUs): far too small for a server that
+	// keeps a transaction per request and streams many chats at once. A
+	// pool_max_conns in the DSN still wins.
+	if !strings.Contains(appDSN, "pool_max_conns") {
+		cfg.MaxConns = DefaultMaxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
