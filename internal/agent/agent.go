@@ -1,8 +1,9 @@
 // Package agent is the program that runs inside a login VM. For now it only
-// proves the VM is up: it finds the virtio-serial port the manager opened
-// for it, answers the manager's "ping <nonce>" with "ready <nonce>", and
-// powers the VM off when told "poweroff". The login flow (WebRTC, token
-// capture) builds on this channel later.
+// proves the VM is up: it answers the manager's "ping <nonce>" with "ready
+// <nonce>" and powers the VM off when told "poweroff", on whichever channel
+// the VMM gives it — the virtio-serial port QEMU opens, or vsock port
+// VsockPort, which Firecracker exposes to the host as a Unix socket. The
+// login flow (WebRTC, token capture) builds on this channel later.
 //
 // The agent must not import server-side packages: it is small, static
 // (CGO_ENABLED=0) and knows nothing but this protocol.
@@ -25,6 +26,10 @@ import (
 
 // PortName is the virtio-serial port name the manager gives the channel.
 const PortName = "org.polydev.agent"
+
+// VsockPort is the vsock port of the same channel (Firecracker's
+// sandbox/firecracker.DefaultAgentPort).
+const VsockPort = 1024
 
 // Config configures Run.
 type Config struct {
@@ -61,11 +66,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 		}
 	}
+	disk := checkDisk(cfg.Disk)
+	// vsock where the VM has it (Firecracker); virtio-serial below (QEMU).
+	go func() {
+		if err := ServeVsock(ctx, VsockPort, disk, cfg.PowerOff); err != nil && ctx.Err() == nil {
+			log.Info("agent: no vsock channel", "err", err)
+		}
+	}()
 	dev, err := findPort(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	disk := checkDisk(cfg.Disk)
 	log.Info("agent channel found", "device", dev, "disk", disk)
 	// The manager connects and disconnects as it pleases; a disconnect
 	// reads as end of file, after which the port is served again. The
@@ -156,4 +167,63 @@ func checkDisk(path string) string {
 		return "readonly"
 	}
 	return "ok"
+}
+
+// ServeVsock listens on vsock port and serves each connection in turn with
+// the same protocol as the serial port, until ctx ends. It fails at once
+// where the kernel has no vsock transport.
+func ServeVsock(ctx context.Context, port uint32, disk string, powerOff func() error) error {
+	// Non-blocking descriptors, so the os.Files below are served by the
+	// runtime's poller and Close interrupts a pending accept or read.
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("agent: vsock: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_ANY, Port: port}); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("agent: vsock bind %d: %w", port, err)
+	}
+	if err := unix.Listen(fd, 4); err != nil {
+		unix.Close(fd)
+		return fmt.Errorf("agent: vsock listen: %w", err)
+	}
+	ln := os.NewFile(uintptr(fd), "vsock-listener")
+	defer ln.Close()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("agent: vsock: %w", err)
+	}
+	for {
+		var nfd int
+		var aerr error
+		err := rc.Read(func(lfd uintptr) bool {
+			nfd, _, aerr = unix.Accept4(int(lfd), unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+			return !errors.Is(aerr, unix.EAGAIN)
+		})
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err == nil {
+			err = aerr
+		}
+		if err != nil {
+			if errors.Is(err, unix.EINTR) || errors.Is(err, unix.ECONNABORTED) {
+				continue
+			}
+			return fmt.Errorf("agent: vsock accept: %w", err)
+		}
+		conn := os.NewFile(uintptr(nfd), "vsock")
+		stopConn := context.AfterFunc(ctx, func() { conn.Close() })
+		err = serve(ctx, conn, disk, powerOff)
+		stopConn()
+		conn.Close()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
+			return err
+		}
+	}
 }

@@ -10,6 +10,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"polydev/internal/testenv"
 )
 
 func TestServe(t *testing.T) {
@@ -83,5 +87,43 @@ func TestFindPortAndDisk(t *testing.T) {
 	}
 	if got := checkDisk(filepath.Join(dir, "missing")); got != "none" {
 		t.Errorf("checkDisk(missing) = %q; want none", got)
+	}
+}
+
+// TestServeVsockListens: the agent holds its vsock port while it serves and
+// lets it go when told to stop. (A connection needs a vsock transport
+// between a guest and its host, which the QEMU and Firecracker suites
+// provide; here the kernel's bind table is the witness.)
+func TestServeVsockListens(t *testing.T) {
+	probe, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM, 0)
+	if err != nil {
+		testenv.Missing(t, "vsock sockets in this kernel: %v", err)
+	}
+	unix.Close(probe)
+	const port = 40123
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeVsock(ctx, port, "ok", func() error { return nil }) }()
+	// Give it time to bind, then try to take the port: a probe running
+	// before it would steal the port from it.
+	select {
+	case err := <-done:
+		t.Fatalf("ServeVsock ended early: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	fd, _ := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM, 0)
+	err = unix.Bind(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_ANY, Port: port})
+	unix.Close(fd)
+	if !errors.Is(err, unix.EADDRINUSE) {
+		t.Fatalf("binding the agent's vsock port: %v; want EADDRINUSE (the agent holds it)", err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("ServeVsock ended with %v; want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ServeVsock did not stop with its context")
 	}
 }
