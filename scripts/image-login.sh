@@ -14,6 +14,8 @@
 #                           for a reproducible rebuild)
 #   SOURCE_DATE_EPOCH=…     timestamps inside the image (default: the git commit time)
 #   SIZE_SLACK_MB=256       free space left in the ext4 image for the VM's writes
+#   NPM_CAFILE=…            CA bundle npm uses for the CLI downloads (default: the build
+#                           host's npm cafile, else its system bundle); not kept in the image
 #
 # Outputs in OUT_DIR: vmlinuz, initrd.img, rootfs.ext4 (raw), cmdline,
 # manifest.txt (package and npm versions, sha256 of every output). Use them
@@ -41,8 +43,9 @@ start=$(date +%s)
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
 rootfs="$work/rootfs"
+# Nothing of the build may stay mounted or on disk, even when a step fails.
+trap 'umount "$rootfs/etc/resolv.conf" 2>/dev/null; rm -rf "$work"' EXIT
 
 echo "== polydev (static)"
 CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags='-s -w' -o "$work/polydev" ./cmd/polydev
@@ -52,14 +55,20 @@ echo "== rootfs: Debian $suite"
 # cloud kernel: the initramfs must load them before it can mount /dev/vda.
 mmdebstrap --variant=minbase --mode=root \
   --include=linux-image-cloud-amd64,initramfs-tools,ca-certificates,chromium,fonts-liberation,nodejs,npm,iproute2,procps \
-  --customize-hook='printf "virtio_mmio\nvirtio_blk\nvirtio_console\nvirtio_net\next4\n" >> "$1/etc/initramfs-tools/modules"' \
+  --customize-hook='printf "virtio_mmio\nvirtio_blk\nvirtio_console\nvirtio_net\nvmw_vsock_virtio_transport\next4\n" >> "$1/etc/initramfs-tools/modules"' \
   --customize-hook='chroot "$1" update-initramfs -u -k all' \
   "$suite" "$rootfs" "$mirror"
 
 echo "== provider CLIs from npm"
 pkgs=("@openai/codex@${CODEX_VERSION:-latest}" "@anthropic-ai/claude-code@${CLAUDE_VERSION:-latest}" "@google/gemini-cli@${GEMINI_VERSION:-latest}")
 mount --bind /etc/resolv.conf "$rootfs/etc/resolv.conf" 2>/dev/null || cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
-chroot "$rootfs" npm install --global --omit=dev --no-fund --no-audit "${pkgs[@]}"
+# npm inside the chroot trusts what the build host trusts (a site's own CA,
+# say); the bundle is used for the download only and removed after.
+ca="${NPM_CAFILE:-$(npm config get cafile 2>/dev/null | grep -v '^null$' || true)}"
+ca="${ca:-/etc/ssl/certs/ca-certificates.crt}"
+cp "$ca" "$rootfs/tmp/build-ca.crt"
+chroot "$rootfs" npm install --global --omit=dev --no-fund --no-audit --cafile /tmp/build-ca.crt "${pkgs[@]}"
+rm -f "$rootfs/tmp/build-ca.crt"
 umount "$rootfs/etc/resolv.conf" 2>/dev/null || true
 chroot "$rootfs" npm cache clean --force >/dev/null 2>&1 || true
 : > "$rootfs/etc/resolv.conf"
