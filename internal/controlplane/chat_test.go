@@ -62,56 +62,71 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 
 func newChatEnv(t *testing.T, st store.Store, tweak func(*controlplane.Config)) *chatEnv {
 	t.Helper()
-	return newChatEnvVia(t, st, nil, tweak)
+	return newChatEnvWith(t, st, envOptions{tweak: tweak})
 }
 
 // newChatEnvVia is newChatEnv with provider calls leaving through proxy
 // (nil: directly).
 func newChatEnvVia(t *testing.T, st store.Store, proxy *egress.Proxy, tweak func(*controlplane.Config)) *chatEnv {
 	t.Helper()
-	clientFor := func(int) *http.Client { return &http.Client{} }
-	if proxy != nil {
-		clientFor = proxy.Client
+	return newChatEnvWith(t, st, envOptions{proxy: proxy, tweak: tweak})
+}
+
+// envOptions vary the chat environment.
+type envOptions struct {
+	proxy    *egress.Proxy                   // provider calls leave through it (nil: directly)
+	executor runtime.Executor                // where tasks run (nil: in-process)
+	keys     []string                        // the emulator's accepted keys (nil: any)
+	log      *slog.Logger                    // one log for control plane, runtime and emulator (nil: a JSON log into logbuf)
+	front    func(http.Handler) http.Handler // wraps the control plane's handler (a recording proxy)
+	tweak    func(*controlplane.Config)
+}
+
+// newChatEnvWith starts the emulator, a runtime supervisor and the control
+// plane over st on loopback, and registers and logs in one user.
+func newChatEnvWith(t *testing.T, st store.Store, o envOptions) *chatEnv {
+	t.Helper()
+	logbuf := &syncBuffer{}
+	lg := o.log
+	if lg == nil {
+		lg = slog.New(slog.NewJSONHandler(logbuf, nil))
 	}
-	emu := emulator.New(emulator.Options{})
+	emu := emulator.New(emulator.Options{Keys: o.keys, Logger: lg.With("component", "emulator")})
 	t.Cleanup(func() { emu.Close() })
-	eln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	esrv := &http.Server{Handler: emu.Handler()}
-	go esrv.Serve(eln)
-	t.Cleanup(func() { esrv.Close() })
-	root := "http://" + eln.Addr().String()
+	root := "http://" + serveLoopback(t, emu.Handler())
 
 	id, err := crypto.GenerateIdentity()
 	if err != nil {
 		t.Fatal(err)
 	}
-	ex := runtime.NewInProcess(runtime.InProcess{NewProvider: registry.New, ClientFor: clientFor})
-	sup, err := runtime.NewSupervisor(runtime.Config{Identity: id, Executor: ex, BaseURLs: map[string]string{
-		"openai": emulator.BaseURL(root, "openai"), "anthropic": emulator.BaseURL(root, "anthropic"), "google": emulator.BaseURL(root, "google")}})
+	ex := o.executor
+	if ex == nil {
+		clientFor := func(int) *http.Client { return &http.Client{} }
+		if o.proxy != nil {
+			clientFor = o.proxy.Client
+		}
+		ex = runtime.NewInProcess(runtime.InProcess{NewProvider: registry.New, ClientFor: clientFor})
+	}
+	sup, err := runtime.NewSupervisor(runtime.Config{Identity: id, Executor: ex, Logger: lg.With("component", "runtime"),
+		BaseURLs: map[string]string{"openai": emulator.BaseURL(root, "openai"), "anthropic": emulator.BaseURL(root, "anthropic"),
+			"google": emulator.BaseURL(root, "google")}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	logbuf := &syncBuffer{}
 	cfg := controlplane.Config{Addr: "127.0.0.1:0", Dev: true, ShutdownTimeout: 5 * time.Second, Store: st,
-		SessionTTL: time.Hour, PreloginSecret: bytes.Repeat([]byte{0x5a}, 32), RuntimeKeys: sup, Runtime: sup, Egress: proxy}
-	if tweak != nil {
-		tweak(&cfg)
+		SessionTTL: time.Hour, PreloginSecret: bytes.Repeat([]byte{0x5a}, 32), RuntimeKeys: sup, Runtime: sup, Egress: o.proxy}
+	if o.tweak != nil {
+		o.tweak(&cfg)
 	}
-	srv, err := controlplane.New(cfg, slog.New(slog.NewJSONHandler(logbuf, nil)), web.Assets)
+	srv, err := controlplane.New(cfg, lg, web.Assets)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	h := srv.Handler()
+	if o.front != nil {
+		h = o.front(h)
 	}
-	hs := &http.Server{Handler: srv.Handler()}
-	go hs.Serve(ln)
-	t.Cleanup(func() { hs.Close() })
-	e := &chatEnv{t: t, base: "http://" + ln.Addr().String(), emu: emu, sup: sup, st: st, logbuf: logbuf}
+	e := &chatEnv{t: t, base: "http://" + serveLoopback(t, h), emu: emu, sup: sup, st: st, logbuf: logbuf}
 	e.c = &apiClient{t: t, base: e.base}
 	e.acct = newAccount(t, uuid.NewString()+"@example.com", "correct horse battery staple")
 	if st, out, _ := e.c.call("POST", "/v1/auth/register", e.acct.body); st != 201 {
@@ -123,6 +138,20 @@ func newChatEnvVia(t *testing.T, st store.Store, proxy *egress.Proxy, tweak func
 	}
 	e.c.token = out["token"].(string)
 	return e
+}
+
+// serveLoopback serves h on a loopback port until the test ends and
+// returns the address.
+func serveLoopback(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: h}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+	return ln.Addr().String()
 }
 
 // link seals the API key to the user's own public key and stores it, as

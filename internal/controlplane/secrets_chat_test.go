@@ -7,7 +7,6 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -26,11 +25,8 @@ import (
 	"polydev/internal/controlplane"
 	"polydev/internal/crypto"
 	"polydev/internal/provider/emulator"
-	"polydev/internal/provider/registry"
-	"polydev/internal/runtime"
 	"polydev/internal/store"
 	"polydev/internal/store/sqlite"
-	"polydev/web"
 )
 
 // recorder is the transport of a reverse proxy in front of the server: it
@@ -95,71 +91,21 @@ func newMarkerEnv(t *testing.T, st store.Store, keys []string) (*chatEnv, *recor
 	t.Helper()
 	logbuf := &syncBuffer{}
 	lg := slog.New(slog.NewJSONHandler(logbuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-
-	emu := emulator.New(emulator.Options{Keys: keys, Logger: lg.With("component", "emulator")})
-	t.Cleanup(func() { emu.Close() })
-	eln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	esrv := &http.Server{Handler: emu.Handler()}
-	go esrv.Serve(eln)
-	t.Cleanup(func() { esrv.Close() })
-	root := "http://" + eln.Addr().String()
-
-	id, err := crypto.GenerateIdentity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ex := runtime.NewInProcess(runtime.InProcess{NewProvider: registry.New, ClientFor: func(int) *http.Client { return &http.Client{} }})
-	sup, err := runtime.NewSupervisor(runtime.Config{Identity: id, Executor: ex, Logger: lg.With("component", "runtime"),
-		BaseURLs: map[string]string{"openai": emulator.BaseURL(root, "openai"),
-			"anthropic": emulator.BaseURL(root, "anthropic"), "google": emulator.BaseURL(root, "google")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := controlplane.New(controlplane.Config{Addr: "127.0.0.1:0", Dev: true, ShutdownTimeout: 5 * time.Second, Store: st,
-		SessionTTL: time.Hour, PreloginSecret: bytes.Repeat([]byte{0x5a}, 32), RuntimeKeys: sup, Runtime: sup,
-		Heartbeat: 20 * time.Millisecond}, lg, web.Assets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: srv.Handler()}
-	go hs.Serve(ln)
-	t.Cleanup(func() { hs.Close() })
-
-	// The recording proxy. A client that leaves closes its connection to
-	// the proxy, which cancels the proxied request: the server sees the
-	// disconnect as it would without the proxy.
-	target, _ := url.Parse("http://" + ln.Addr().String())
+	// The recording proxy in front of the control plane. A client that
+	// leaves closes its connection to the proxy, which cancels the proxied
+	// request: the server sees the disconnect as it would without it.
 	rec := &recorder{next: &http.Transport{}}
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.Transport = rec
-	rp.FlushInterval = -1
-	rp.ErrorLog = log.New(io.Discard, "", 0)
-	pln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	front := func(h http.Handler) http.Handler {
+		target, _ := url.Parse("http://" + serveLoopback(t, h))
+		rp := httputil.NewSingleHostReverseProxy(target)
+		rp.Transport = rec
+		rp.FlushInterval = -1
+		rp.ErrorLog = log.New(io.Discard, "", 0)
+		return rp
 	}
-	ps := &http.Server{Handler: rp}
-	go ps.Serve(pln)
-	t.Cleanup(func() { ps.Close() })
-
-	e := &chatEnv{t: t, base: "http://" + pln.Addr().String(), emu: emu, sup: sup, st: st, logbuf: logbuf}
-	e.c = &apiClient{t: t, base: e.base}
-	e.acct = newAccount(t, uuid.NewString()+"@example.com", "correct horse battery staple")
-	if s, out, _ := e.c.call("POST", "/v1/auth/register", e.acct.body); s != 201 {
-		t.Fatalf("register: %d %v", s, out)
-	}
-	s, out := loginAs(t, e.c, e.acct.email, e.acct.password)
-	if s != 200 {
-		t.Fatalf("login: %d %v", s, out)
-	}
-	e.c.token = out["token"].(string)
+	e := newChatEnvWith(t, st, envOptions{keys: keys, log: lg, front: front,
+		tweak: func(c *controlplane.Config) { c.Heartbeat = 20 * time.Millisecond }})
+	e.logbuf = logbuf
 	return e, rec
 }
 
