@@ -6,10 +6,12 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"polydev/internal/runtime/runc"
@@ -22,8 +24,14 @@ func findMarker(t *testing.T, dirs []string, needles [][]byte) []string {
 	t.Helper()
 	var hits []string
 	check := func(p string) {
-		b, err := os.ReadFile(p)
+		f, err := os.Open(p)
 		if err != nil {
+			return
+		}
+		defer f.Close()
+		// At most 64 MiB: pseudo-files report size 0 and may be endless.
+		b, err := io.ReadAll(io.LimitReader(f, 64<<20))
+		if err != nil && len(b) == 0 {
 			return
 		}
 		for _, n := range needles {
@@ -34,12 +42,25 @@ func findMarker(t *testing.T, dirs []string, needles [][]byte) []string {
 		}
 	}
 	for _, d := range dirs {
+		top, err := os.Stat(d)
+		if err != nil {
+			continue
+		}
+		dev := top.Sys().(*syscall.Stat_t).Dev
 		filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
 			if err != nil {
 				return nil
 			}
-			if e.IsDir() && strings.HasPrefix(e.Name(), "go-build") {
-				return filepath.SkipDir // compiled test binaries
+			if e.IsDir() {
+				if strings.HasPrefix(e.Name(), "go-build") {
+					return filepath.SkipDir // compiled test binaries
+				}
+				// Stay on the searched filesystem: a chroot under /tmp may
+				// have /proc, /sys or /dev mounted inside it.
+				if fi, err := e.Info(); err == nil && fi.Sys().(*syscall.Stat_t).Dev != dev {
+					return filepath.SkipDir
+				}
+				return nil
 			}
 			if e.Type().IsRegular() {
 				if fi, err := e.Info(); err == nil && fi.Size() < 64<<20 {
