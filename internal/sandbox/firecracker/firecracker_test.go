@@ -402,6 +402,13 @@ func markedProcess(t *testing.T, marker string) (*exec.Cmd, <-chan struct{}) {
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	// Until the child has exec'd, its command line is still the test
+	// binary's: wait for the marker to show.
+	for deadline := time.Now().Add(5 * time.Second); !processAlive(cmd.Process.Pid, marker); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the stand-in vmm never showed its marker")
+		}
+	}
 	return cmd, done
 }
 
