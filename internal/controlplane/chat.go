@@ -356,14 +356,14 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 		runErr = errors.New("the runtime ended without a result")
 	}
 	if runErr != nil && result == nil {
-		s.log.Error("runtime failed", "err", runErr, "streamed", started)
-		// Whatever streamed stays marked incomplete.
-		result = &worker.Result{Incomplete: true}
-		if ae := runtimeError(runErr).(*apiError); !started && !rec.begun {
-			return ae
-		} else {
-			result.Error = &worker.Error{Kind: ae.code, Message: ae.message, RetryAfterMS: ae.retryAfter.Milliseconds()}
+		ae := runtimeError(runErr).(*apiError)
+		if !started && !rec.begun {
+			return ae // nothing streamed: a plain error answer (handle logs it)
 		}
+		// Whatever streamed stays marked incomplete.
+		s.log.Error("runtime failed mid-stream", "err", runErr)
+		result = &worker.Result{Incomplete: true,
+			Error: &worker.Error{Kind: ae.code, Message: ae.message, RetryAfterMS: ae.retryAfter.Milliseconds()}}
 	}
 	stored, err := rec.finish(context.WithoutCancel(ctx), result)
 	if err != nil {
@@ -489,8 +489,8 @@ func (b *busySet) release(k string) {
 	delete(b.keys, k)
 }
 
+// runtimeError maps a runtime failure; every branch returns an *apiError.
 func runtimeError(err error) error {
-	// Every branch returns an *apiError (sendMessage relies on it).
 	var busy *runtime.BusyError
 	switch {
 	case errors.As(err, &busy):
