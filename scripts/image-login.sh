@@ -9,9 +9,9 @@
 # Inputs (environment, all optional):
 #   SUITE=trixie            Debian suite of the rootfs (trixie: Node.js 20, which gemini-cli needs)
 #   MIRROR=http://deb.debian.org/debian
-#   CODEX_VERSION=… CLAUDE_VERSION=… GEMINI_VERSION=…   npm versions (default: latest,
-#                           resolved once and written to OUT_DIR/manifest.txt — pin them
-#                           for a reproducible rebuild)
+#   CODEX_VERSION=0.171.0 CLAUDE_VERSION=2.1.100 GEMINI_VERSION=0.61.0
+#                           npm versions (pinned defaults that run on the rootfs's Node.js 20;
+#                           written to OUT_DIR/manifest.txt)
 #   SOURCE_DATE_EPOCH=…     timestamps inside the image (default: the git commit time)
 #   SIZE_SLACK_MB=256       free space left in the ext4 image for the VM's writes
 #   NPM_CAFILE=…            CA bundle npm uses for the CLI downloads (default: the build
@@ -60,14 +60,16 @@ mmdebstrap --variant=minbase --mode=root \
   "$suite" "$rootfs" "$mirror"
 
 echo "== provider CLIs from npm"
-pkgs=("@openai/codex@${CODEX_VERSION:-latest}" "@anthropic-ai/claude-code@${CLAUDE_VERSION:-latest}" "@google/gemini-cli@${GEMINI_VERSION:-latest}")
+# Pinned, and checked against the rootfs's Node.js (Debian trixie: 20):
+# claude-code from 2.1.2xx on wants Node 22.
+pkgs=("@openai/codex@${CODEX_VERSION:-0.171.0}" "@anthropic-ai/claude-code@${CLAUDE_VERSION:-2.1.100}" "@google/gemini-cli@${GEMINI_VERSION:-0.61.0}")
 mount --bind /etc/resolv.conf "$rootfs/etc/resolv.conf" 2>/dev/null || cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
 # npm inside the chroot trusts what the build host trusts (a site's own CA,
 # say); the bundle is used for the download only and removed after.
 ca="${NPM_CAFILE:-$(npm config get cafile 2>/dev/null | grep -v '^null$' || true)}"
 ca="${ca:-/etc/ssl/certs/ca-certificates.crt}"
 cp "$ca" "$rootfs/tmp/build-ca.crt"
-chroot "$rootfs" npm install --global --omit=dev --no-fund --no-audit --cafile /tmp/build-ca.crt "${pkgs[@]}"
+chroot "$rootfs" npm install --global --omit=dev --no-fund --no-audit --engine-strict --cafile /tmp/build-ca.crt "${pkgs[@]}"
 rm -f "$rootfs/tmp/build-ca.crt"
 umount "$rootfs/etc/resolv.conf" 2>/dev/null || true
 chroot "$rootfs" npm cache clean --force >/dev/null 2>&1 || true
