@@ -14,8 +14,6 @@
 #                           written to OUT_DIR/manifest.txt)
 #   SOURCE_DATE_EPOCH=…     timestamps inside the image (default: the git commit time)
 #   SIZE_SLACK_MB=256       free space left in the ext4 image for the VM's writes
-#   NPM_CAFILE=…            CA bundle npm uses for the CLI downloads (default: the build
-#                           host's npm cafile, else its system bundle); not kept in the image
 #
 # Outputs in OUT_DIR: vmlinuz, initrd.img, rootfs.ext4 (raw), cmdline,
 # manifest.txt (package and npm versions, sha256 of every output). Use them
@@ -24,7 +22,7 @@
 # sees rootfs.ext4 through its own copy-on-write qcow2 overlay, so the image
 # itself is never written.
 #
-# Needs root, mmdebstrap, e2fsprogs and Go (apt-get install mmdebstrap
+# Needs root, mmdebstrap, e2fsprogs, Go and npm (apt-get install mmdebstrap
 # e2fsprogs golang); downloads Debian packages from MIRROR and the three
 # CLIs from the npm registry, nothing else. Expect roughly 1.5 GiB of
 # downloads, a 2–2.5 GiB image, and 10–20 minutes on two cores.
@@ -37,15 +35,14 @@ mirror="${MIRROR:-http://deb.debian.org/debian}"
 slack="${SIZE_SLACK_MB:-256}"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}"
 [[ $(id -u) == 0 ]] || { echo "run as root" >&2; exit 1; }
-for c in mmdebstrap mke2fs go; do command -v "$c" >/dev/null || { echo "$c missing" >&2; exit 1; }; done
+for c in mmdebstrap mke2fs go npm; do command -v "$c" >/dev/null || { echo "$c missing" >&2; exit 1; }; done
 
 start=$(date +%s)
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 work="$(mktemp -d)"
 rootfs="$work/rootfs"
-# Nothing of the build may stay mounted or on disk, even when a step fails.
-trap 'umount "$rootfs/etc/resolv.conf" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'rm -rf "$work"' EXIT
 
 echo "== polydev (static)"
 CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags='-s -w' -o "$work/polydev" ./cmd/polydev
@@ -54,7 +51,7 @@ echo "== rootfs: Debian $suite"
 # virtio devices of QEMU microvm and Firecracker are modules in Debian's
 # cloud kernel: the initramfs must load them before it can mount /dev/vda.
 mmdebstrap --variant=minbase --mode=root \
-  --include=linux-image-cloud-amd64,initramfs-tools,ca-certificates,chromium,fonts-liberation,nodejs,npm,iproute2,procps \
+  --include=linux-image-cloud-amd64,initramfs-tools,ca-certificates,chromium,fonts-liberation,nodejs,iproute2,procps \
   --customize-hook='printf "virtio_mmio\nvirtio_blk\nvirtio_console\nvirtio_net\nvmw_vsock_virtio_transport\next4\n" >> "$1/etc/initramfs-tools/modules"' \
   --customize-hook='chroot "$1" update-initramfs -u -k all' \
   "$suite" "$rootfs" "$mirror"
@@ -63,17 +60,12 @@ echo "== provider CLIs from npm"
 # Pinned, and checked against the rootfs's Node.js (Debian trixie: 20):
 # claude-code from 2.1.2xx on wants Node 22.
 pkgs=("@openai/codex@${CODEX_VERSION:-0.171.0}" "@anthropic-ai/claude-code@${CLAUDE_VERSION:-2.1.100}" "@google/gemini-cli@${GEMINI_VERSION:-0.61.0}")
-mount --bind /etc/resolv.conf "$rootfs/etc/resolv.conf" 2>/dev/null || cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
-# npm inside the chroot trusts what the build host trusts (a site's own CA,
-# say); the bundle is used for the download only and removed after.
-ca="${NPM_CAFILE:-$(npm config get cafile 2>/dev/null | grep -v '^null$' || true)}"
-ca="${ca:-/etc/ssl/certs/ca-certificates.crt}"
-cp "$ca" "$rootfs/tmp/build-ca.crt"
-chroot "$rootfs" npm install --global --omit=dev --no-fund --no-audit --engine-strict --cafile /tmp/build-ca.crt "${pkgs[@]}"
-rm -f "$rootfs/tmp/build-ca.crt"
-umount "$rootfs/etc/resolv.conf" 2>/dev/null || true
-chroot "$rootfs" npm cache clean --force >/dev/null 2>&1 || true
-: > "$rootfs/etc/resolv.conf"
+# The build host's npm installs them into the rootfs's /usr/local (they are
+# JavaScript plus codex's linux-x64 binary; the VM runs the rootfs's own
+# Node.js). The host's npm config — registry, CA bundle — applies to the
+# download only; nothing of it enters the image.
+command -v npm >/dev/null || { echo "npm missing on the build host" >&2; exit 1; }
+npm install --global --prefix "$rootfs/usr/local" --omit=dev --no-fund --no-audit --engine-strict "${pkgs[@]}"
 
 echo "== polydev agent as the VM's init payload"
 install -m 0755 "$work/polydev" "$rootfs/usr/local/bin/polydev"
@@ -112,7 +104,7 @@ echo "== manifest"
   echo "suite: $suite  mirror: $mirror  SOURCE_DATE_EPOCH: $SOURCE_DATE_EPOCH"
   echo "kernel: $(basename "$(ls "$rootfs"/boot/vmlinuz-* | sort -V | tail -1)")"
   chroot "$rootfs" dpkg-query -W -f='${Package} ${Version}\n' chromium nodejs
-  chroot "$rootfs" npm ls --global --depth=0 2>/dev/null | grep -E 'codex|claude-code|gemini-cli'
+  npm ls --global --prefix "$rootfs/usr/local" --depth=0 2>/dev/null | grep -E 'codex|claude-code|gemini-cli'
   (cd "$out" && sha256sum vmlinuz initrd.img rootfs.ext4)
 } > "$out/manifest.txt"
 cat "$out/manifest.txt"
