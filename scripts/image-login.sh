@@ -40,7 +40,11 @@ for c in mmdebstrap mke2fs go npm; do command -v "$c" >/dev/null || { echo "$c m
 start=$(date +%s)
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
-work="$(mktemp -d)"
+# A fixed work directory: native npm modules record the path they were built
+# in, so a random one would make every build differ.
+work=/var/tmp/polydev-login-image-build
+rm -rf "$work"
+mkdir -p "$work"
 rootfs="$work/rootfs"
 trap 'rm -rf "$work"' EXIT
 
@@ -53,7 +57,7 @@ echo "== rootfs: Debian $suite"
 mmdebstrap --variant=minbase --mode=root \
   --include=linux-image-cloud-amd64,initramfs-tools,ca-certificates,chromium,fonts-liberation,nodejs,iproute2,procps \
   --customize-hook='printf "virtio_mmio\nvirtio_blk\nvirtio_console\nvirtio_net\nvmw_vsock_virtio_transport\next4\n" >> "$1/etc/initramfs-tools/modules"' \
-  --customize-hook='chroot "$1" update-initramfs -u -k all' \
+  --customize-hook="chroot \"\$1\" env SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH update-initramfs -u -k all" \
   "$suite" "$rootfs" "$mirror"
 
 echo "== provider CLIs from npm"
