@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -438,66 +436,37 @@ func (db *DB) Messages(ctx context.Context, as, conversationID string, page stor
 	return list, next, nil
 }
 
-// Pages. A cursor is the sort key of the last row of the previous page,
-// opaque to callers: base64url (no padding) of a kind byte, the row's time
-// as big-endian Unix microseconds and its UUID's 16 bytes, the same format
-// as the SQLite backend's. It holds nothing the caller could not read from
-// that row, and is only ever compared against the acting user's own rows
-// (the policies see to it), so a cursor made for another user reveals
-// nothing of theirs.
+// Pages: the cursor format is store's (page.go); this backend resolves a
+// message cursor's id to its seq.
 
 const (
-	conversationCursor byte = 'c' // updated_at, id
-	messageCursor      byte = 'm' // created_at, id (its seq is looked up)
-
-	cursorBytes = 1 + 8 + 16
+	conversationCursor = store.ConversationCursor
+	messageCursor      = store.MessageCursor
 )
 
-var errBadCursor = fmt.Errorf("malformed page cursor: %w", store.ErrInvalid)
+var errBadCursor = store.ErrBadCursor
 
 type cursor struct {
 	at time.Time
 	id uuid.UUID
 }
 
-// pageLimit validates a page's limit: 0 is store.DefaultPageLimit,
-// negative or above store.MaxPageLimit is store.ErrInvalid.
 func pageLimit(op string, p store.Page) (int, error) {
-	switch {
-	case p.Limit == 0:
-		return store.DefaultPageLimit, nil
-	case p.Limit < 0 || p.Limit > store.MaxPageLimit:
-		return 0, fmt.Errorf("postgres: %s: page limit %d outside 1..%d: %w", op, p.Limit, store.MaxPageLimit, store.ErrInvalid)
-	}
-	return p.Limit, nil
-}
-
-func encodeCursor(kind byte, at time.Time, id string) string {
-	b := make([]byte, 0, cursorBytes)
-	b = append(b, kind)
-	b = binary.BigEndian.AppendUint64(b, uint64(at.UnixMicro()))
-	u := uuid.MustParse(id) // ids come from the database
-	b = append(b, u[:]...)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-// decodeCursor parses a cursor of the given kind, strictly: anything that
-// encodeCursor would not have produced is store.ErrInvalid. Times are
-// held to years 1 to 9999, as in the SQLite backend.
-func decodeCursor(op string, kind byte, s string) (cursor, error) {
-	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	if err != nil || len(b) != cursorBytes || b[0] != kind {
-		return cursor{}, fmt.Errorf("postgres: %s: %w", op, errBadCursor)
-	}
-	at := time.UnixMicro(int64(binary.BigEndian.Uint64(b[1:9]))).UTC()
-	if y := at.Year(); y < 1 || y > 9999 {
-		return cursor{}, fmt.Errorf("postgres: %s: %w", op, errBadCursor)
-	}
-	u, err := uuid.FromBytes(b[9:])
+	n, err := store.PageLimit(p)
 	if err != nil {
-		return cursor{}, fmt.Errorf("postgres: %s: %w", op, errBadCursor)
+		return 0, fmt.Errorf("postgres: %s: %w", op, err)
 	}
-	return cursor{at: at, id: u}, nil
+	return n, nil
+}
+
+func encodeCursor(kind byte, at time.Time, id string) string { return store.EncodeCursor(kind, at, id) }
+
+func decodeCursor(op string, kind byte, s string) (cursor, error) {
+	c, err := store.DecodeCursor(kind, s)
+	if err != nil {
+		return cursor{}, fmt.Errorf("postgres: %s: %w", op, err)
+	}
+	return cursor{at: c.At, id: c.ID}, nil
 }
 
 // stored is a time as the database keeps it: UTC, to the microsecond.

@@ -3,13 +3,9 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/google/uuid"
 
 	"polydev/internal/store"
 )
@@ -361,58 +357,32 @@ func (db *DB) Messages(ctx context.Context, as, conversationID string, page stor
 // against the acting user's own rows, so a cursor made for another user
 // reveals nothing of theirs. PostgreSQL's backend uses the same format.
 
-const (
-	conversationCursor byte = 'c' // updated_at, id
-	messageCursor      byte = 'm' // created_at, id (its seq is looked up)
-
-	cursorBytes = 1 + 8 + 16
-)
-
-var errBadCursor = fmt.Errorf("malformed page cursor: %w", store.ErrInvalid)
+// Pages: the cursor format is store's (page.go); this backend resolves a
+// message cursor's id to its insertion order.
 
 type cursor struct {
 	at time.Time
 	id string
 }
 
-// pageLimit validates a page's limit: 0 is store.DefaultPageLimit,
-// negative or above store.MaxPageLimit is store.ErrInvalid.
-func pageLimit(p store.Page) (int, error) {
-	switch {
-	case p.Limit == 0:
-		return store.DefaultPageLimit, nil
-	case p.Limit < 0 || p.Limit > store.MaxPageLimit:
-		return 0, fmt.Errorf("page limit %d outside 1..%d: %w", p.Limit, store.MaxPageLimit, store.ErrInvalid)
-	}
-	return p.Limit, nil
-}
+func pageLimit(p store.Page) (int, error) { return store.PageLimit(p) }
 
-func encodeCursor(kind byte, at time.Time, id string) string {
-	b := make([]byte, 0, cursorBytes)
-	b = append(b, kind)
-	b = binary.BigEndian.AppendUint64(b, uint64(at.UnixMicro()))
-	u := uuid.MustParse(id) // ids come from the database, canonical
-	b = append(b, u[:]...)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
+func encodeCursor(kind byte, at time.Time, id string) string { return store.EncodeCursor(kind, at, id) }
 
-// decodeCursor parses a cursor of the given kind, strictly: anything that
-// encodeCursor would not have produced is store.ErrInvalid.
 func decodeCursor(kind byte, s string) (cursor, error) {
-	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
-	if err != nil || len(b) != cursorBytes || b[0] != kind {
-		return cursor{}, errBadCursor
-	}
-	at := time.UnixMicro(int64(binary.BigEndian.Uint64(b[1:9]))).UTC()
-	if checkTimes(at) != nil {
-		return cursor{}, errBadCursor
-	}
-	u, err := uuid.FromBytes(b[9:])
+	c, err := store.DecodeCursor(kind, s)
 	if err != nil {
-		return cursor{}, errBadCursor
+		return cursor{}, err
 	}
-	return cursor{at: at, id: u.String()}, nil
+	return cursor{at: c.At, id: c.ID.String()}, nil
 }
+
+const (
+	conversationCursor = store.ConversationCursor
+	messageCursor      = store.MessageCursor
+)
+
+var errBadCursor = store.ErrBadCursor
 
 // FinishMessage implements store.Conversations.
 func (db *DB) FinishMessage(ctx context.Context, as string, m *store.Message) error {
