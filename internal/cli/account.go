@@ -25,11 +25,6 @@ const (
 	minPasswordLength = 8 // characters; the KDF does the rest
 )
 
-type accountCommand struct {
-	name, summary string
-	run           func(ctx context.Context, a *accountEnv, args []string) error
-}
-
 func accountCommands() []accountCommand {
 	return []accountCommand{
 		{"register", "create an account and log in", runRegister},
@@ -52,29 +47,7 @@ The password is asked on the terminal without echo, or read from
 $POLYDEV_PASSWORD (and the new one at passwd from $POLYDEV_NEW_PASSWORD).`
 
 func runAccount(ctx context.Context, e env, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		w := e.stderr
-		if len(args) > 0 {
-			w = e.stdout
-		}
-		fmt.Fprintf(w, "Usage: polydev account <command> [flags]\n%s\n\nCommands:\n", accountHelp)
-		for _, c := range accountCommands() {
-			fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
-		}
-		fmt.Fprintln(w, "\nRun 'polydev account <command> -h' for a command's flags.")
-		if len(args) == 0 {
-			return errUsage
-		}
-		return flag.ErrHelp
-	}
-	for _, c := range accountCommands() {
-		if c.name == args[0] {
-			a := &accountEnv{env: e, in: bufio.NewReader(e.stdin)}
-			return explain(c.run(ctx, a, args[1:]))
-		}
-	}
-	fmt.Fprintf(e.stderr, "polydev account: unknown command %q (try 'polydev account -h')\n", args[0])
-	return errUsage
+	return group{name: "account", help: accountHelp, commands: accountCommands(), explain: explain}.run(ctx, e, args)
 }
 
 // accountEnv is env plus a line reader over stdin shared by every prompt.

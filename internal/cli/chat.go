@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -46,29 +45,7 @@ Commands that decrypt ask for your password on the terminal, or read
 $POLYDEV_PASSWORD. Link a provider first (polydev link key).`
 
 func runChat(ctx context.Context, e env, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		w := e.stderr
-		if len(args) > 0 {
-			w = e.stdout
-		}
-		fmt.Fprintf(w, "Usage: polydev chat <command> [flags]\n%s\n\nCommands:\n", chatHelp)
-		for _, c := range chatCommands() {
-			fmt.Fprintf(w, "  %-13s %s\n", c.name, c.summary)
-		}
-		fmt.Fprintln(w, "\nRun 'polydev chat <command> -h' for a command's flags.")
-		if len(args) == 0 {
-			return errUsage
-		}
-		return flag.ErrHelp
-	}
-	for _, c := range chatCommands() {
-		if c.name == args[0] {
-			a := &accountEnv{env: e, in: bufio.NewReader(e.stdin)}
-			return explainChat(c.run(ctx, a, args[1:]))
-		}
-	}
-	fmt.Fprintf(e.stderr, "polydev chat: unknown command %q (try 'polydev chat -h')\n", args[0])
-	return errUsage
+	return group{name: "chat", help: chatHelp, commands: chatCommands(), explain: explainChat}.run(ctx, e, args)
 }
 
 // chatContext is what a chat command works with. Close wipes the keys.

@@ -15,13 +15,8 @@ import (
 	"polydev/internal/client"
 )
 
-type linkCommand struct {
-	name, summary string
-	run           func(ctx context.Context, a *accountEnv, args []string) error
-}
-
-func linkCommands() []linkCommand {
-	return []linkCommand{
+func linkCommands() []accountCommand {
+	return []accountCommand{
 		{"key", "link a provider by its API key (read from stdin)", runLinkKey},
 		{"revoke", "delete a linked provider credential", runLinkRevoke},
 		{"rotate-egress", "move a provider to a fresh egress port (a new exit IP)", runLinkRotate},
