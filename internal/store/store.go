@@ -188,14 +188,23 @@ type Accounts interface {
 	DeleteUser(ctx context.Context, as string) error
 }
 
+// SessionTouchInterval is the resolution of Session.LastSeenAt: a session
+// used again within this long of its recorded last use is not written to.
+// Every authenticated request looks its session up; writing each time would
+// put a write transaction (a durable commit, and on SQLite the single
+// writer's lock) in front of every read.
+const SessionTouchInterval = time.Minute
+
 // Auth holds the pre-authentication lookups, the only reads not scoped to
 // a user.
 type Auth interface {
 	// UserByEmail finds a user for prelogin and login.
 	UserByEmail(ctx context.Context, email string) (*User, error)
 	// ActiveSession finds an unrevoked, unexpired session by token hash at
-	// time now, and records now as its last use. The session is returned as
-	// found: its LastSeenAt is the previous use.
+	// time now, and records now as its last use when the recorded one is
+	// SessionTouchInterval or more older (so most requests write nothing).
+	// The session is returned as found: its LastSeenAt is the previous
+	// recorded use.
 	ActiveSession(ctx context.Context, tokenHash []byte, now time.Time) (*Session, error)
 }
 

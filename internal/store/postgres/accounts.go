@@ -173,16 +173,22 @@ func scanSession(row pgx.Row) (*store.Session, error) {
 // before: LastSeenAt is the previous use.
 func (db *DB) ActiveSession(ctx context.Context, tokenHash []byte, now time.Time) (*store.Session, error) {
 	var s *store.Session
-	err := db.asAuth(ctx, func(tx pgx.Tx) (err error) {
-		s, err = scanSession(tx.QueryRow(ctx, `with found as (
+	// One statement, in one round trip with the role switch. The update
+	// runs only when the recorded use is SessionTouchInterval old or more,
+	// so most lookups lock and write nothing.
+	err := db.oneTrip(ctx, uuid.Nil, func(b *pgx.Batch) {
+		b.Queue(`with found as (
 				select `+sessionColumns+` from sessions
 				where token_hash = $1 and revoked_at is null and expires_at > $2
-				for update
 			), touched as (
-				update sessions set last_seen_at = greatest(sessions.last_seen_at, $2) from found where sessions.id = found.id
+				update sessions set last_seen_at = greatest(sessions.last_seen_at, $2) from found
+				where sessions.id = found.id and found.last_seen_at <= $3
 			)
-			select `+sessionColumns+` from found`, tokenHash, micro(now)))
-		return err
+			select `+sessionColumns+` from found`, tokenHash, micro(now), micro(now.Add(-store.SessionTouchInterval))).
+			QueryRow(func(row pgx.Row) (err error) {
+				s, err = scanSession(row)
+				return err
+			})
 	})
 	return s, wrap("active session", err)
 }

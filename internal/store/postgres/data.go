@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"polydev/internal/store"
 )
@@ -93,23 +94,21 @@ func (db *DB) ProviderTokens(ctx context.Context, as string) ([]store.ProviderTo
 		return nil, nil
 	}
 	var tokens []store.ProviderToken
-	err := db.asUser(ctx, user, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `select user_id, provider, encrypted_refresh_token, scopes, expires_at,
+	err := db.oneTrip(ctx, user, func(b *pgx.Batch) {
+		b.Queue(`select user_id, provider, encrypted_refresh_token, scopes, expires_at,
 				decodo_port, egress_ip, last_rotated_at, last_used_at, created_at
-			from provider_tokens where user_id = $1 order by provider`, user)
-		if err != nil {
+			from provider_tokens where user_id = $1 order by provider`, user).Query(func(rows pgx.Rows) (err error) {
+			tokens, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.ProviderToken, error) {
+				var t store.ProviderToken
+				var expires, rotated, used *time.Time
+				err := row.Scan(&t.UserID, &t.Provider, &t.EncryptedRefreshToken, &t.Scopes, &expires,
+					&t.EgressPort, &t.EgressIP, &rotated, &used, &t.CreatedAt)
+				t.ExpiresAt, t.LastRotatedAt, t.LastUsedAt = orZero(expires), orZero(rotated), orZero(used)
+				t.CreatedAt = t.CreatedAt.UTC()
+				return t, err
+			})
 			return err
-		}
-		tokens, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.ProviderToken, error) {
-			var t store.ProviderToken
-			var expires, rotated, used *time.Time
-			err := row.Scan(&t.UserID, &t.Provider, &t.EncryptedRefreshToken, &t.Scopes, &expires,
-				&t.EgressPort, &t.EgressIP, &rotated, &used, &t.CreatedAt)
-			t.ExpiresAt, t.LastRotatedAt, t.LastUsedAt = orZero(expires), orZero(rotated), orZero(used)
-			t.CreatedAt = t.CreatedAt.UTC()
-			return t, err
 		})
-		return err
 	})
 	return tokens, wrap("provider tokens", err)
 }
@@ -179,9 +178,11 @@ func (db *DB) Conversation(ctx context.Context, as, id string) (*store.Conversat
 		return nil, wrap(op, store.ErrNotFound)
 	}
 	var c store.Conversation
-	err := db.asUser(ctx, user, func(tx pgx.Tx) (err error) {
-		c, err = scanConversation(tx.QueryRow(ctx, "select "+conversationColumns+" from conversations where id = $1", cid))
-		return err
+	err := db.oneTrip(ctx, user, func(b *pgx.Batch) {
+		b.Queue("select "+conversationColumns+" from conversations where id = $1", cid).QueryRow(func(row pgx.Row) (err error) {
+			c, err = scanConversation(row)
+			return err
+		})
 	})
 	if err != nil {
 		return nil, wrap(op, err)
@@ -385,16 +386,38 @@ func (db *DB) Messages(ctx context.Context, as, conversationID string, page stor
 		return nil, "", wrap(op, store.ErrNotFound)
 	}
 	var list []store.Message
-	err = db.asUser(ctx, user, func(tx pgx.Tx) error {
-		var visible bool
-		if err := tx.QueryRow(ctx, "select exists (select 1 from conversations where id = $1)", cid).Scan(&visible); err != nil {
-			return err
+	collect := func(rows pgx.Rows) (err error) {
+		list, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Message, error) {
+			var m store.Message
+			err := row.Scan(&m.ID, &m.ConversationID, &m.Role, &m.EncryptedContent, &m.TokensUsed, &m.Model,
+				&m.EgressIP, &m.EgressPort, &m.DurationMS, &m.Status, &m.CreatedAt)
+			m.CreatedAt = m.CreatedAt.UTC()
+			return m, err
+		})
+		return err
+	}
+	const visibleSQL = "select exists (select 1 from conversations where id = $1)"
+	const pageSQL = "select " + messageColumns + " from messages where conversation_id = $1"
+	const orderSQL = " order by created_at, seq limit $2"
+	var visible bool
+	if page.Cursor == "" {
+		// The first page (and the whole history, for a chat turn) in one
+		// round trip: the two statements need nothing from each other.
+		err = db.oneTrip(ctx, user, func(b *pgx.Batch) {
+			b.Queue(visibleSQL, cid).QueryRow(func(row pgx.Row) error { return row.Scan(&visible) })
+			b.Queue(pageSQL+orderSQL, cid, limit+1).Query(collect)
+		})
+		if err == nil && !visible {
+			err = store.ErrNotFound
 		}
-		if !visible {
-			return store.ErrNotFound
-		}
-		q, args := "select "+messageColumns+" from messages where conversation_id = $1", []any{cid, limit + 1}
-		if page.Cursor != "" {
+	} else {
+		err = db.asUser(ctx, user, func(tx pgx.Tx) error {
+			if err := tx.QueryRow(ctx, visibleSQL, cid).Scan(&visible); err != nil {
+				return err
+			}
+			if !visible {
+				return store.ErrNotFound
+			}
 			// The position is the cursor message's (created_at, seq); seq
 			// stays inside the store.
 			var at time.Time
@@ -407,23 +430,13 @@ func (db *DB) Messages(ctx context.Context, as, conversationID string, page stor
 			if err != nil {
 				return err
 			}
-			q += " and (created_at, seq) > ($3, $4)"
-			args = append(args, at, seq)
-		}
-		q += " order by created_at, seq limit $2"
-		rows, err := tx.Query(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		list, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Message, error) {
-			var m store.Message
-			err := row.Scan(&m.ID, &m.ConversationID, &m.Role, &m.EncryptedContent, &m.TokensUsed, &m.Model,
-				&m.EgressIP, &m.EgressPort, &m.DurationMS, &m.Status, &m.CreatedAt)
-			m.CreatedAt = m.CreatedAt.UTC()
-			return m, err
+			rows, err := tx.Query(ctx, pageSQL+" and (created_at, seq) > ($3, $4)"+orderSQL, cid, limit+1, at, seq)
+			if err != nil {
+				return err
+			}
+			return collect(rows)
 		})
-		return err
-	})
+	}
 	if err != nil {
 		return nil, "", wrap(op, err)
 	}
@@ -503,11 +516,12 @@ func (db *DB) FinishMessage(ctx context.Context, as string, m *store.Message) er
 	if status != store.MessageComplete && status != store.MessageIncomplete {
 		return wrap(op, store.ErrInvalid)
 	}
-	err := db.asUser(ctx, user, func(tx pgx.Tx) error {
-		return mustAffect(tx.Exec(ctx, `update messages set encrypted_content = $1, tokens_used = $2, model = $3,
+	err := db.oneTrip(ctx, user, func(b *pgx.Batch) {
+		b.Queue(`update messages set encrypted_content = $1, tokens_used = $2, model = $3,
 				egress_ip = $4, decodo_port = $5, duration_ms = $6, status = $7
 			where id = $8 and conversation_id = $9 and role = 'assistant' and status = 'incomplete'`,
-			m.EncryptedContent, m.TokensUsed, m.Model, m.EgressIP, m.EgressPort, m.DurationMS, status, id, cid))
+			m.EncryptedContent, m.TokensUsed, m.Model, m.EgressIP, m.EgressPort, m.DurationMS, status, id, cid).
+			Exec(func(tag pgconn.CommandTag) error { return mustAffect(tag, nil) })
 	})
 	if err != nil {
 		return wrap(op, err)

@@ -38,6 +38,33 @@ func (db *DB) asAuth(ctx context.Context, fn func(pgx.Tx) error) error {
 	})
 }
 
+// oneTrip runs the statements queue adds as user (polydev_app with the
+// claims naming user), or as polydev_auth when user is uuid.Nil, in one
+// round trip: the role switch and the statements go out as one pipeline,
+// which PostgreSQL runs as one implicit transaction — the SET LOCALs end
+// with it, and an error in any statement rolls all of them back. Use it
+// for a few statements that need no answer from one another; the results
+// reach the queued callbacks in order. A statement's callback returning an
+// error does not stop the statements after it: guard writes in SQL.
+func (db *DB) oneTrip(ctx context.Context, user uuid.UUID, queue func(b *pgx.Batch)) error {
+	b := &pgx.Batch{}
+	role := appRole
+	entered := false
+	enter := func(pgconn.CommandTag) error { entered = true; return nil }
+	if user == uuid.Nil {
+		role = authRole
+		b.Queue(enterAuthSQL).Exec(enter)
+	} else {
+		b.Queue(actAsSQL, user.String()).Exec(enter)
+	}
+	queue(b)
+	err := db.pool.SendBatch(ctx, b).Close()
+	if err != nil && !entered {
+		return roleError(role, err)
+	}
+	return err
+}
+
 // actAs switches the transaction to polydev_app and sets its claims to
 // user, in one round trip. set_config('role', r, true) is what SET LOCAL
 // ROLE r does, in a form that takes parameters; PostgREST sets up its
@@ -45,19 +72,23 @@ func (db *DB) asAuth(ctx context.Context, fn func(pgx.Tx) error) error {
 // reads, so that nothing left on the connection can stand in for it. Like
 // every SET LOCAL, all of it ends with the transaction.
 func actAs(ctx context.Context, tx pgx.Tx, user uuid.UUID) error {
-	_, err := tx.Exec(ctx, `select
-		set_config('role', 'polydev_app', true),
-		set_config('request.jwt.claims', json_build_object('sub', $1::text)::text, true),
-		set_config('request.jwt.claim.sub', $1::text, true)`, user.String())
+	_, err := tx.Exec(ctx, actAsSQL, user.String())
 	return roleError(appRole, err)
 }
 
+const actAsSQL = `select
+	set_config('role', 'polydev_app', true),
+	set_config('request.jwt.claims', json_build_object('sub', $1::text)::text, true),
+	set_config('request.jwt.claim.sub', $1::text, true)`
+
+const enterAuthSQL = `select
+	set_config('role', 'polydev_auth', true),
+	set_config('request.jwt.claims', '', true),
+	set_config('request.jwt.claim.sub', '', true)`
+
 // enterAuth switches the transaction to polydev_auth, with empty claims.
 func enterAuth(ctx context.Context, tx pgx.Tx) error {
-	_, err := tx.Exec(ctx, `select
-		set_config('role', 'polydev_auth', true),
-		set_config('request.jwt.claims', '', true),
-		set_config('request.jwt.claim.sub', '', true)`)
+	_, err := tx.Exec(ctx, enterAuthSQL)
 	return roleError(authRole, err)
 }
 

@@ -82,6 +82,9 @@ func (db *DB) ActiveSession(ctx context.Context, tokenHash []byte, now time.Time
 	if err != nil {
 		return nil, fail(ctx, op, err)
 	}
+	if now.Sub(s.LastSeenAt) < store.SessionTouchInterval {
+		return &s, nil
+	}
 	err = db.write(ctx, func(tx *sql.Tx) error {
 		return oneRow(tx.ExecContext(ctx, `UPDATE sessions SET last_seen_at = max(last_seen_at, ?)
 			WHERE id = ? AND user_id = ? AND revoked_at IS NULL AND expires_at > ?`, at, s.ID, s.UserID, at))

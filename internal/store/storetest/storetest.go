@@ -268,6 +268,21 @@ func testSessions(t *testing.T, s store.Store) {
 		t.Errorf("LastSeenAt after out-of-order lookups = %v (%v); want %v", got, err, now.Add(10*time.Minute))
 	}
 
+	// A use within SessionTouchInterval of the recorded one writes
+	// nothing; a later one is recorded.
+	touch := newSession(u, now, time.Hour)
+	noErr(t, "CreateSession", s.CreateSession(ctx(), u.ID, touch))
+	soon := now.Add(store.SessionTouchInterval - time.Second)
+	s.ActiveSession(ctx(), touch.TokenHash, soon)
+	if got, err := s.ActiveSession(ctx(), touch.TokenHash, soon.Add(time.Second)); err != nil || !got.LastSeenAt.Equal(now) {
+		t.Errorf("LastSeenAt after a use within the touch interval = %v (%v); want the creation time %v", got, err, now)
+	}
+	due := now.Add(store.SessionTouchInterval)
+	s.ActiveSession(ctx(), touch.TokenHash, due)
+	if got, err := s.ActiveSession(ctx(), touch.TokenHash, due.Add(time.Second)); err != nil || !got.LastSeenAt.Equal(due) {
+		t.Errorf("LastSeenAt after a use one touch interval later = %v (%v); want %v", got, err, due)
+	}
+
 	dup := newSession(u, now, time.Hour)
 	dup.TokenHash = sess.TokenHash
 	wantErr(t, "CreateSession(duplicate token hash)", s.CreateSession(ctx(), u.ID, dup), store.ErrConflict)
