@@ -268,14 +268,19 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 		return &apiError{status: http.StatusTooManyRequests, code: "too_many_streams",
 			message: fmt.Sprintf("at most %d chats may stream at once", s.streams.max), retryAfter: time.Second}
 	}
-	defer s.streams.release(user)
+	// The stream slot and the conversation are given back once the turn is
+	// stored, before the final event: a client that sends its next prompt
+	// as soon as it reads "done" finds both free.
+	releaseStream := sync.OnceFunc(func() { s.streams.release(user) })
+	defer releaseStream()
 	// One answer at a time per conversation: two overlapping sends would
 	// interleave their turns in the history.
 	if !s.busyConvs.acquire(user + "/" + convID) {
 		return &apiError{status: http.StatusConflict, code: "conversation_busy",
 			message: "this conversation is already answering; wait for it to finish", retryAfter: time.Second}
 	}
-	defer s.busyConvs.release(user + "/" + convID)
+	releaseConv := sync.OnceFunc(func() { s.busyConvs.release(user + "/" + convID) })
+	defer releaseConv()
 	// The conversation, the linked credentials and the history are read at
 	// once: on PostgreSQL each is a transaction of its own, and they sit
 	// before the first byte.
@@ -375,6 +380,8 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 			s.log.Warn("provider token use not recorded", "err", terr)
 		}
 	}
+	releaseConv()
+	releaseStream()
 	if !started {
 		if result.Error != nil && !stored {
 			// Nothing streamed, nothing stored: a plain error response, so

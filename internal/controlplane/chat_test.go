@@ -643,3 +643,63 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatalf("GET /metrics: %d %.200q", resp.StatusCode, b.String())
 	}
 }
+
+// doneHook is a ResponseWriter that calls hook once, just before the
+// "done" event of a chat stream is written.
+type doneHook struct {
+	http.ResponseWriter
+	hook func()
+}
+
+func (d *doneHook) Write(b []byte) (int, error) {
+	if d.hook != nil && bytes.Contains(b, []byte("event: done")) {
+		h := d.hook
+		d.hook = nil
+		h()
+	}
+	return d.ResponseWriter.Write(b)
+}
+
+func (d *doneHook) Unwrap() http.ResponseWriter { return d.ResponseWriter }
+
+// TestChatNextSendRightAfterDone: a client that sends its next prompt the
+// moment it reads "done" finds the conversation and its stream slot free.
+// The second send runs, whole, while the first answer's final event is
+// being written, before its handler has returned.
+func TestChatNextSendRightAfterDone(t *testing.T) {
+	var e *chatEnv
+	var c conv
+	var second *streamResult
+	var once sync.Once
+	front := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == "POST" && strings.HasSuffix(r.URL.Path, "/messages") {
+				first := false
+				once.Do(func() { first = true })
+				if first {
+					w = &doneHook{ResponseWriter: w, hook: func() {
+						r := e.send(c, e.request(c, "openai", "next", sendOpts{model: "m"}), 0)
+						second = &r
+					}}
+				}
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	e = newChatEnvWith(t, sqliteStore(t), envOptions{front: front,
+		tweak: func(cfg *controlplane.Config) { cfg.MaxStreamsPerUser = 1 }})
+	e.link("openai")
+	c = e.newConversation("openai")
+	if r := e.send(c, e.request(c, "openai", "first", sendOpts{model: "m"}), 0); r.done == nil {
+		t.Fatalf("first send: %+v", r)
+	}
+	if second == nil {
+		t.Fatal("the hook did not run: no done event was seen")
+	}
+	if second.done == nil {
+		t.Fatalf("a send right after done: status %d %v; want a stored answer", second.status, second.errBody)
+	}
+	if ms := e.messages(c); len(ms) != 4 {
+		t.Fatalf("%d messages stored; want 4", len(ms))
+	}
+}
