@@ -2,7 +2,7 @@ package cli
 
 import (
 	"context"
-	"crypto/rand"
+	crand "crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -10,11 +10,13 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -61,6 +63,11 @@ directly through the provider adapter, for the baseline. Reports
 p50/p90/p99 of the time to first byte of both and of their difference,
 throughput and errors.
 
+Users start at random moments within one answer's length, as independent
+users do, and each phase is measured after that warm-up, with all of them
+streaming; --burst starts them all at once instead, so that requests
+arrive in waves of --concurrency (the worst case for queueing).
+
 Storage is a fresh SQLite database in a temporary directory unless
 --database-url names a PostgreSQL database (the app's login role); give
 --migrate-database-url (the schema owner) to migrate it first, or run
@@ -75,6 +82,8 @@ most 128 workers at once: beyond that, users may fail with runtime_busy.`)
 	tps := fs.Float64("tps", 50, "the emulator's tokens per second after the first, which comes at once (0: as fast as possible, a saturated closed loop)")
 	setupParallel := fs.Int("setup-parallel", 2, "users registered at once in the setup phase (each key derivation uses 64 MiB)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a table")
+	burst := fs.Bool("burst", false, "start every user at the same moment (arrivals in waves of --concurrency) instead of spread over one answer's length")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the measured relay phase to this file (go tool pprof reads it)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -92,7 +101,8 @@ most 128 workers at once: beyond that, users may fail with runtime_busy.`)
 	case *migrateURL != "" && *dbURL == "":
 		return errors.New("--migrate-database-url needs --database-url")
 	}
-	b := &chatBench{n: *concurrency, d: *duration, tokens: *tokens, tps: *tps, setupParallel: *setupParallel, stderr: e.stderr}
+	b := &chatBench{n: *concurrency, d: *duration, tokens: *tokens, tps: *tps, setupParallel: *setupParallel, stderr: e.stderr,
+		cpuProfile: *cpuProfile, burst: *burst}
 	r, err := b.run(ctx, *dbURL, *migrateURL)
 	if err != nil {
 		return err
@@ -115,6 +125,8 @@ type chatBench struct {
 	tokens           int     // answer length
 	tps              float64 // the emulator's pace (0: no pause)
 	stderr           io.Writer
+	cpuProfile       string // where the relay phase's CPU profile goes ("": none)
+	burst            bool   // every user starts at once (see loop)
 
 	apiKey   string
 	emuURL   string       // the emulator's root
@@ -199,7 +211,7 @@ func (b *chatBench) run(ctx context.Context, dbURL, migrateURL string) (*ChatBen
 	}
 	defer os.RemoveAll(b.tmp)
 	key := make([]byte, 16)
-	rand.Read(key)
+	crand.Read(key)
 	b.apiKey = "sk-bench-" + hex.EncodeToString(key)
 
 	// Connections are kept alive on both hops, as many as there are
@@ -246,7 +258,7 @@ func (b *chatBench) run(ctx context.Context, dbURL, migrateURL string) (*ChatBen
 		return nil, err
 	}
 	secret := make([]byte, 32)
-	rand.Read(secret)
+	crand.Read(secret)
 	cfg := controlplane.Config{Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, Store: st, SessionTTL: time.Hour,
 		PreloginSecret: secret, RuntimeKeys: sup, Runtime: sup}
 	srv, err := controlplane.New(cfg, log, web.Assets)
@@ -279,7 +291,14 @@ func (b *chatBench) run(ctx context.Context, dbURL, migrateURL string) (*ChatBen
 	setup := time.Since(setupStart)
 
 	base := b.baseline(ctx)
+	stopProfile, err := startCPUProfile(b.cpuProfile)
+	if err != nil {
+		return nil, err
+	}
 	relay := b.relay(ctx, users)
+	if err := stopProfile(); err != nil {
+		return nil, err
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -343,9 +362,9 @@ func (s stampPost) RoundTrip(r *http.Request) (*http.Response, error) {
 func (b *chatBench) setup(ctx context.Context) ([]*benchUser, error) {
 	users := make([]*benchUser, b.n)
 	suffix := make([]byte, 6)
-	rand.Read(suffix)
+	crand.Read(suffix)
 	password := make([]byte, 18)
-	rand.Read(password)
+	crand.Read(password)
 	pw := []byte(hex.EncodeToString(password))
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -438,23 +457,54 @@ func (p *phase) fail(err error) {
 	p.mu.Unlock()
 }
 
-// loop runs n workers, each calling once until the window ends; a call
-// under way when it ends finishes and counts.
-func (b *chatBench) loop(ctx context.Context, p *phase, once func(i int)) {
+// loop runs n users, each calling once in a loop, and records what the
+// calls that start inside the measured window return.
+//
+// Independent users do not all press enter in the same millisecond: unless
+// burst is set, user i starts at a random moment within one answer's
+// length, so arrivals spread over time as they do with n streams under
+// way, and the window opens after that warm-up, when every user has
+// started. With burst, every user starts at once and keeps the same rhythm
+// (answers of one length), so arrivals come in waves of n — the worst case
+// for queueing, reported separately. The window lasts b.d; a call under
+// way when it closes finishes and counts.
+func (b *chatBench) loop(ctx context.Context, p *phase, once func(i int) (time.Duration, error)) {
+	var warmup time.Duration
+	if !b.burst && b.tps > 0 {
+		warmup = time.Duration(float64(b.tokens-1) / b.tps * float64(time.Second))
+	}
 	start := time.Now()
-	end := start.Add(b.d)
+	open, end := start.Add(warmup), start.Add(warmup+b.d)
 	var wg sync.WaitGroup
 	for i := range b.n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for time.Now().Before(end) && ctx.Err() == nil {
-				once(i)
+			if warmup > 0 {
+				select {
+				case <-time.After(rand.N(warmup)):
+				case <-ctx.Done():
+					return
+				}
+			}
+			for {
+				t := time.Now()
+				if !t.Before(end) || ctx.Err() != nil {
+					return
+				}
+				d, err := once(i)
+				switch {
+				case t.Before(open):
+				case err != nil:
+					p.fail(err)
+				default:
+					p.ok(d)
+				}
 			}
 		}()
 	}
 	wg.Wait()
-	p.elapsed = time.Since(start)
+	p.elapsed = time.Since(open)
 }
 
 // baseline streams from the emulator through the adapter directly.
@@ -472,7 +522,7 @@ func (b *chatBench) baseline(ctx context.Context) *phase {
 	}
 	cred := provider.Credential{APIKey: b.apiKey}
 	req := provider.Request{Model: client.DefaultModel(provider.OpenAI), Messages: []provider.Message{{Role: provider.RoleUser, Content: benchPrompt}}}
-	b.loop(ctx, p, func(i int) {
+	b.loop(ctx, p, func(i int) (time.Duration, error) {
 		start := time.Now()
 		var first time.Duration
 		var text strings.Builder
@@ -498,12 +548,11 @@ func (b *chatBench) baseline(ctx context.Context) *phase {
 		}()
 		switch {
 		case err != nil:
-			p.fail(err)
+			return 0, err
 		case text.String() != want:
-			p.fail(fmt.Errorf("the answer was %q, want %q", text.String(), want))
-		default:
-			p.ok(first)
+			return 0, fmt.Errorf("the answer was %q, want %q", text.String(), want)
 		}
+		return first, nil
 	})
 	return p
 }
@@ -513,7 +562,7 @@ func (b *chatBench) relay(ctx context.Context, users []*benchUser) *phase {
 	p := &phase{}
 	want := emulator.ReplyText(benchPrompt, b.tokens)
 	prompt := []byte(benchPrompt)
-	b.loop(ctx, p, func(i int) {
+	b.loop(ctx, p, func(i int) (time.Duration, error) {
 		u := users[i]
 		var first time.Duration
 		var text strings.Builder
@@ -526,17 +575,36 @@ func (b *chatBench) relay(ctx context.Context, users []*benchUser) *phase {
 		})
 		switch {
 		case err != nil:
-			p.fail(err)
+			return 0, err
 		case text.String() != want:
-			p.fail(fmt.Errorf("the answer was %q, want %q", text.String(), want))
+			return 0, fmt.Errorf("the answer was %q, want %q", text.String(), want)
 		case u.posted.Load() == 0:
-			p.fail(errors.New("no message POST was seen"))
-		default:
-			u.sends++
-			p.ok(first)
+			return 0, errors.New("no message POST was seen")
 		}
+		u.sends++
+		return first, nil
 	})
 	return p
+}
+
+// startCPUProfile profiles the process into path until the returned
+// function is called; an empty path profiles nothing.
+func startCPUProfile(path string) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // percentiles by the nearest-rank method, in milliseconds.
