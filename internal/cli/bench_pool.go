@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -236,6 +237,7 @@ upstream fetched directly from this process. Needs root and runc.`)
 	conc := fs.Int("concurrency", 100, "concurrent streams (users)")
 	dur := fs.Duration("duration", 10*time.Second, "how long to measure after warm-up")
 	streamFor := fs.Duration("stream-time", time.Second, "how long each upstream answer streams after its first byte")
+	burst := fs.Bool("burst", false, "start every user at the same moment (arrivals in waves of --concurrency) instead of spread over one answer's length")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -308,20 +310,41 @@ upstream fetched directly from this process. Needs root and runc.`)
 		})
 		return first, err
 	}
+	// Every user first makes one untimed request (it binds a container to
+	// the user), then, unless --burst, waits a random part of one answer's
+	// length, so that arrivals spread as independent users' do; requests
+	// that start before the window opens (after one answer's length) are
+	// warm-up and not counted. With --burst every user starts at once and,
+	// answers being of one length, they stay in step: waves of --concurrency
+	// simultaneous requests.
 	run := func(direct bool) ([]time.Duration, int, error) {
 		var mu sync.Mutex
 		var all []time.Duration
 		errs := 0
 		var wg sync.WaitGroup
-		// One untimed request per user first: a container per user.
-		end := time.Now().Add(*dur)
+		start := time.Now()
+		warmup := *streamFor
+		if *burst {
+			warmup = 0
+		}
+		open, end := start.Add(warmup), start.Add(warmup+*dur)
 		for i := 0; i < *conc; i++ {
 			wg.Add(1)
 			go func(user string) {
 				defer wg.Done()
 				_, _ = measure(user, direct)
-				for time.Now().Before(end) {
+				if !*burst && warmup > 0 {
+					time.Sleep(rand.N(warmup))
+				}
+				for {
+					t := time.Now()
+					if !t.Before(end) {
+						return
+					}
 					d, err := measure(user, direct)
+					if t.Before(open) {
+						continue
+					}
 					mu.Lock()
 					if err != nil {
 						errs++
