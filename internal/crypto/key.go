@@ -1,9 +1,11 @@
 package crypto
 
 import (
+	"crypto/cipher"
 	"crypto/rand"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 )
 
 // KeySize is the size of every symmetric key in the hierarchy.
@@ -20,7 +22,13 @@ type Key struct{ s *keyState }
 type keyState struct {
 	b     [KeySize]byte
 	wiped bool
+	// gcm is the AES-GCM instance of this key, made on first use and kept,
+	// so that a key sealing many chunks expands its AES key schedule once
+	// instead of leaving one copy per call in freed memory.
+	gcm atomic.Pointer[gcmCache]
 }
+
+type gcmCache struct{ aead cipher.AEAD }
 
 // NewKey returns a fresh random key.
 func NewKey() Key {
@@ -49,6 +57,7 @@ func (k Key) Wipe() {
 	if k.s != nil {
 		clear(k.s.b[:])
 		k.s.wiped = true
+		k.s.gcm.Store(nil)
 	}
 }
 

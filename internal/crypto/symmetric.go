@@ -124,11 +124,19 @@ func newGCM(key Key) (cipher.AEAD, error) {
 	if !key.Valid() {
 		return nil, fmt.Errorf("%w: empty key", ErrMalformed)
 	}
+	if c := key.s.gcm.Load(); c != nil {
+		return c.aead, nil
+	}
 	block, err := aes.NewCipher(key.bytes())
 	if err != nil {
 		return nil, fmt.Errorf("aes: %w", err)
 	}
-	return cipher.NewGCM(block)
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	key.s.gcm.Store(&gcmCache{aead})
+	return aead, nil
 }
 
 // CheckEnvelopeText checks that text is the text form of a symmetric
