@@ -1,6 +1,10 @@
 package api
 
-import "time"
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+)
 
 // RuntimeKey is GET /v1/runtime/key: the runtime public key new grants are
 // sealed to, signed by the runtime's identity (docs/crypto.md §11). Clients
@@ -108,6 +112,28 @@ type StreamChunk struct {
 	EncryptedChunk string `json:"encrypted_chunk"`
 	Seq            uint64 `json:"seq"`
 	Final          bool   `json:"final,omitempty"`
+}
+
+// AppendJSON appends what json.Marshal(c) returns, without reflection: a
+// server writes one of these per token of every answer. A chunk that is
+// not plain base64 text (which needs no escaping) goes through
+// encoding/json.
+func (c StreamChunk) AppendJSON(dst []byte) []byte {
+	for i := 0; i < len(c.EncryptedChunk); i++ {
+		if b := c.EncryptedChunk[i]; !(b >= 'A' && b <= 'Z' || b >= 'a' && b <= 'z' || b >= '0' && b <= '9' ||
+			b == '+' || b == '/' || b == '-' || b == '_' || b == '=') {
+			j, _ := json.Marshal(c) // strings, numbers and bools always encode
+			return append(dst, j...)
+		}
+	}
+	dst = append(dst, `{"encrypted_chunk":"`...)
+	dst = append(dst, c.EncryptedChunk...)
+	dst = append(dst, `","seq":`...)
+	dst = strconv.AppendUint(dst, c.Seq, 10)
+	if c.Final {
+		dst = append(dst, `,"final":true`...)
+	}
+	return append(dst, '}')
 }
 
 // Usage counts tokens.

@@ -343,7 +343,7 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 		case ev.Chunk != nil:
 			if err := sse.start(s.cfg.Heartbeat); err != nil {
 				cancel()
-			} else if err := sse.event("", api.StreamChunk{EncryptedChunk: ev.Chunk.EncryptedChunk, Seq: ev.Chunk.Seq, Final: ev.Chunk.Final}); err != nil {
+			} else if err := sse.chunk(api.StreamChunk{EncryptedChunk: ev.Chunk.EncryptedChunk, Seq: ev.Chunk.Seq, Final: ev.Chunk.Final}); err != nil {
 				cancel() // the client is gone: stop the provider, keep the result
 			}
 			// After the first chunk is on its way, keep the prompt and a
@@ -644,6 +644,16 @@ func (s *sseWriter) write(b []byte) error {
 	}
 	s.failed = s.rc.Flush()
 	return s.failed
+}
+
+// chunk writes one data event: the per-token path, encoded without
+// reflection.
+func (s *sseWriter) chunk(c api.StreamChunk) error {
+	msg := make([]byte, 0, len(c.EncryptedChunk)+64)
+	msg = append(msg, "data: "...)
+	msg = c.AppendJSON(msg)
+	msg = append(msg, "\n\n"...)
+	return s.write(msg)
 }
 
 func (s *sseWriter) event(name string, v any) error {
