@@ -270,6 +270,24 @@ type Conversations interface {
 	// Messages lists one page of a conversation's messages, oldest first,
 	// and the cursor of the next page ("" after the last).
 	Messages(ctx context.Context, as, conversationID string, page Page) ([]Message, string, error)
+	// ChatTurn reads at once, in one snapshot, what a chat turn needs
+	// before its first byte: one of the acting user's conversations, the
+	// user's token for its provider and the first page of its messages.
+	// A missing or foreign conversation is ErrNotFound.
+	ChatTurn(ctx context.Context, as, conversationID string) (*ChatTurn, error)
+}
+
+// ChatTurn is what Conversations.ChatTurn reads.
+type ChatTurn struct {
+	Conversation Conversation
+	// Token is the acting user's token for Conversation.Provider; nil when
+	// that provider is not linked.
+	Token *ProviderToken
+	// Messages is the first page of the conversation's messages, oldest
+	// first, as Messages returns it for Page{Limit: MaxPageLimit}; Next is
+	// the cursor of the next page ("" when there is none).
+	Messages []Message
+	Next     string
 }
 
 // Store is everything the control plane keeps. It must be closed.

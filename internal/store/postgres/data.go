@@ -308,27 +308,20 @@ func (db *DB) AddMessages(ctx context.Context, as string, ms ...*store.Message) 
 		}
 	}
 	created := make([]time.Time, len(ms))
-	err = db.asUser(ctx, user, func(tx pgx.Tx) error {
+	// One round trip: the role switch, the conversation's bump and the
+	// inserts, in one implicit transaction. A missing or foreign
+	// conversation bumps nothing (ErrNotFound) and its inserts fail the
+	// row-level security check, which rolls everything back.
+	err = db.oneTrip(ctx, user, func(b *pgx.Batch) {
 		// greatest ignores a NULL $2.
-		if err := mustAffect(tx.Exec(ctx, "update conversations set updated_at = greatest(updated_at, now(), $2) where id = $1",
-			cid, latest)); err != nil {
-			return err
-		}
-		b := &pgx.Batch{}
+		b.Queue("update conversations set updated_at = greatest(updated_at, now(), $2) where id = $1", cid, latest).
+			Exec(func(tag pgconn.CommandTag) error { return mustAffect(tag, nil) })
 		for i, m := range ms {
 			b.Queue(`insert into messages (`+messageColumns+`)
 				values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now())) returning created_at`,
 				ids[i], cid, m.Role, m.EncryptedContent, m.TokensUsed, m.Model, m.EgressIP, m.EgressPort, m.DurationMS,
-				statuses[i], nullTime(m.CreatedAt))
+				statuses[i], nullTime(m.CreatedAt)).QueryRow(func(row pgx.Row) error { return row.Scan(&created[i]) })
 		}
-		results := tx.SendBatch(ctx, b)
-		for i := range ms {
-			if err := results.QueryRow().Scan(&created[i]); err != nil {
-				results.Close()
-				return err
-			}
-		}
-		return results.Close()
 	})
 	if err != nil {
 		return wrap(op, err)
@@ -387,18 +380,9 @@ func (db *DB) Messages(ctx context.Context, as, conversationID string, page stor
 	}
 	var list []store.Message
 	collect := func(rows pgx.Rows) (err error) {
-		list, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Message, error) {
-			var m store.Message
-			err := row.Scan(&m.ID, &m.ConversationID, &m.Role, &m.EncryptedContent, &m.TokensUsed, &m.Model,
-				&m.EgressIP, &m.EgressPort, &m.DurationMS, &m.Status, &m.CreatedAt)
-			m.CreatedAt = m.CreatedAt.UTC()
-			return m, err
-		})
+		list, err = collectMessages(rows)
 		return err
 	}
-	const visibleSQL = "select exists (select 1 from conversations where id = $1)"
-	const pageSQL = "select " + messageColumns + " from messages where conversation_id = $1"
-	const orderSQL = " order by created_at, seq limit $2"
 	var visible bool
 	if page.Cursor == "" {
 		// The first page (and the whole history, for a chat turn) in one
@@ -440,13 +424,71 @@ func (db *DB) Messages(ctx context.Context, as, conversationID string, page stor
 	if err != nil {
 		return nil, "", wrap(op, err)
 	}
-	var next string
-	if len(list) > limit {
-		list = list[:limit]
-		last := list[limit-1]
-		next = encodeCursor(messageCursor, last.CreatedAt, last.ID)
-	}
+	list, next := cutPage(list, limit)
 	return list, next, nil
+}
+
+const (
+	visibleSQL = "select exists (select 1 from conversations where id = $1)"
+	pageSQL    = "select " + messageColumns + " from messages where conversation_id = $1"
+	orderSQL   = " order by created_at, seq limit $2"
+)
+
+func collectMessages(rows pgx.Rows) ([]store.Message, error) {
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.Message, error) {
+		var m store.Message
+		err := row.Scan(&m.ID, &m.ConversationID, &m.Role, &m.EncryptedContent, &m.TokensUsed, &m.Model,
+			&m.EgressIP, &m.EgressPort, &m.DurationMS, &m.Status, &m.CreatedAt)
+		m.CreatedAt = m.CreatedAt.UTC()
+		return m, err
+	})
+}
+
+// cutPage trims a page read with one row more than limit and returns the
+// next page's cursor ("" when that row was not there).
+func cutPage(list []store.Message, limit int) ([]store.Message, string) {
+	if len(list) <= limit {
+		return list, ""
+	}
+	list = list[:limit]
+	last := list[limit-1]
+	return list, encodeCursor(messageCursor, last.CreatedAt, last.ID)
+}
+
+// ChatTurn implements store.Conversations: three statements in one round
+// trip, one implicit transaction.
+func (db *DB) ChatTurn(ctx context.Context, as, conversationID string) (*store.ChatTurn, error) {
+	const op = "chat turn"
+	user, ok1 := parseID(as)
+	cid, ok2 := parseID(conversationID)
+	if !ok1 || !ok2 {
+		return nil, wrap(op, store.ErrNotFound)
+	}
+	turn := &store.ChatTurn{}
+	var tokens []*store.ProviderToken
+	err := db.oneTrip(ctx, user, func(b *pgx.Batch) {
+		b.Queue("select "+conversationColumns+" from conversations where id = $1", cid).QueryRow(func(row pgx.Row) (err error) {
+			turn.Conversation, err = scanConversation(row)
+			return err
+		})
+		b.Queue("select "+tokenColumns+" from provider_tokens where user_id = $1 and provider = (select provider from conversations where id = $2)",
+			user, cid).Query(func(rows pgx.Rows) (err error) {
+			tokens, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.ProviderToken, error) { return scanToken(row) })
+			return err
+		})
+		b.Queue(pageSQL+orderSQL, cid, store.MaxPageLimit+1).Query(func(rows pgx.Rows) (err error) {
+			turn.Messages, err = collectMessages(rows)
+			return err
+		})
+	})
+	if err != nil {
+		return nil, wrap(op, err)
+	}
+	if len(tokens) > 0 {
+		turn.Token = tokens[0]
+	}
+	turn.Messages, turn.Next = cutPage(turn.Messages, store.MaxPageLimit)
+	return turn, nil
 }
 
 // Pages: the cursor format is store's (page.go); this backend resolves a

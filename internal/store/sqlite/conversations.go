@@ -294,52 +294,65 @@ func (db *DB) Messages(ctx context.Context, as, conversationID string, page stor
 		return nil, "", fail(ctx, op, store.ErrNotFound)
 	}
 	var out []store.Message
+	var next string
 	err = db.read(ctx, func(tx *sql.Tx) error {
 		var one int
 		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM conversations WHERE id = ? AND user_id = ?`, conv, as).
 			Scan(&one); err != nil {
 			return err
 		}
-		q := `SELECT m.id, m.conversation_id, m.role, m.encrypted_content, m.tokens_used, m.model, m.egress_ip,
-				m.decodo_port, m.duration_ms, m.status, m.created_at
-			FROM messages m JOIN conversations c ON c.id = m.conversation_id
-			WHERE m.conversation_id = ? AND c.user_id = ?`
-		args := []any{conv, as}
-		if page.Cursor != "" {
-			// The position is the cursor message's (created_at, seq); seq
-			// stays inside the store.
-			var at time.Time
-			var seq int64
-			err := tx.QueryRowContext(ctx, `SELECT created_at, seq FROM messages WHERE id = ? AND conversation_id = ?`,
-				after.id, conv).Scan(timeDest{&at}, &seq)
-			if errors.Is(err, sql.ErrNoRows) || err == nil && !at.Equal(after.at) {
-				return errBadCursor
-			}
-			if err != nil {
-				return err
-			}
-			q += ` AND (m.created_at, m.seq) > (?, ?)`
-			args = append(args, encodeTime(at), seq)
-		}
-		q += ` ORDER BY m.created_at, m.seq LIMIT ?`
-		args = append(args, limit+1)
-		rows, err := tx.QueryContext(ctx, q, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var m store.Message
-			if err := rows.Scan(&m.ID, &m.ConversationID, &m.Role, &m.EncryptedContent, &m.TokensUsed, &m.Model,
-				&m.EgressIP, &m.EgressPort, &m.DurationMS, &m.Status, timeDest{&m.CreatedAt}); err != nil {
-				return err
-			}
-			out = append(out, m)
-		}
-		return rows.Err()
+		var err error
+		out, next, err = messagePage(ctx, tx, as, conv, page.Cursor != "", after, limit)
+		return err
 	})
 	if err != nil {
 		return nil, "", fail(ctx, op, err)
+	}
+	return out, next, nil
+}
+
+// messagePage reads one page of a conversation's messages after the
+// cursor position (when paged) in tx, and the next page's cursor.
+func messagePage(ctx context.Context, tx *sql.Tx, as, conv string, paged bool, after cursor, limit int) ([]store.Message, string, error) {
+	q := `SELECT m.id, m.conversation_id, m.role, m.encrypted_content, m.tokens_used, m.model, m.egress_ip,
+			m.decodo_port, m.duration_ms, m.status, m.created_at
+		FROM messages m JOIN conversations c ON c.id = m.conversation_id
+		WHERE m.conversation_id = ? AND c.user_id = ?`
+	args := []any{conv, as}
+	if paged {
+		// The position is the cursor message's (created_at, seq); seq
+		// stays inside the store.
+		var at time.Time
+		var seq int64
+		err := tx.QueryRowContext(ctx, `SELECT created_at, seq FROM messages WHERE id = ? AND conversation_id = ?`,
+			after.id, conv).Scan(timeDest{&at}, &seq)
+		if errors.Is(err, sql.ErrNoRows) || err == nil && !at.Equal(after.at) {
+			return nil, "", errBadCursor
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		q += ` AND (m.created_at, m.seq) > (?, ?)`
+		args = append(args, encodeTime(at), seq)
+	}
+	q += ` ORDER BY m.created_at, m.seq LIMIT ?`
+	args = append(args, limit+1)
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rows.Close()
+	var out []store.Message
+	for rows.Next() {
+		var m store.Message
+		if err := rows.Scan(&m.ID, &m.ConversationID, &m.Role, &m.EncryptedContent, &m.TokensUsed, &m.Model,
+			&m.EgressIP, &m.EgressPort, &m.DurationMS, &m.Status, timeDest{&m.CreatedAt}); err != nil {
+			return nil, "", err
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", err
 	}
 	var next string
 	if len(out) > limit {
@@ -348,6 +361,41 @@ func (db *DB) Messages(ctx context.Context, as, conversationID string, page stor
 		next = encodeCursor(messageCursor, last.CreatedAt, last.ID)
 	}
 	return out, next, nil
+}
+
+// ChatTurn implements store.Conversations: three reads in one read
+// transaction.
+func (db *DB) ChatTurn(ctx context.Context, as, conversationID string) (*store.ChatTurn, error) {
+	const op = "chat turn"
+	as, ok1 := canonicalID(as)
+	conv, ok2 := canonicalID(conversationID)
+	if !ok1 || !ok2 {
+		return nil, fail(ctx, op, store.ErrNotFound)
+	}
+	turn := &store.ChatTurn{}
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		c, err := scanConversation(tx.QueryRowContext(ctx,
+			`SELECT `+conversationColumns+` FROM conversations WHERE id = ? AND user_id = ?`, conv, as))
+		if err != nil {
+			return err
+		}
+		turn.Conversation = c
+		t, err := scanToken(tx.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM provider_tokens
+			WHERE user_id = ? AND provider = ?`, as, c.Provider))
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return err
+		default:
+			turn.Token = t
+		}
+		turn.Messages, turn.Next, err = messagePage(ctx, tx, as, conv, false, cursor{}, store.MaxPageLimit)
+		return err
+	})
+	if err != nil {
+		return nil, fail(ctx, op, err)
+	}
+	return turn, nil
 }
 
 // Pages. A cursor is the sort key of the last row of the previous page,

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/base64"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -447,4 +448,66 @@ func testFinishMessage(t *testing.T, s store.Store) {
 	}
 	// Once finished it stays as it is.
 	wantErr(t, "FinishMessage(again)", s.FinishMessage(ctx(), a.ID, &store.Message{ID: placeholder.ID, ConversationID: c.ID, EncryptedContent: "AQ-other"}), store.ErrNotFound)
+}
+
+// testChatTurn: ChatTurn returns what Conversation, ProviderToken and the
+// first page of Messages return, and nothing of another user's.
+func testChatTurn(t *testing.T, s store.Store) {
+	a, b := mustCreateUser(t, s), mustCreateUser(t, s)
+	c := conversation(a)
+	c.Provider = "anthropic"
+	noErr(t, "CreateConversation", s.CreateConversation(ctx(), a.ID, c))
+	r := store.PortRange{Base: 30001, Size: 1000}
+
+	// Not linked yet, no messages.
+	turn, err := s.ChatTurn(ctx(), a.ID, c.ID)
+	noErr(t, "ChatTurn(empty)", err)
+	if turn.Token != nil || len(turn.Messages) != 0 || turn.Next != "" {
+		t.Fatalf("ChatTurn of a new conversation: token %+v, %d messages, next %q; want none", turn.Token, len(turn.Messages), turn.Next)
+	}
+	// The token of the conversation's provider, not another one's.
+	link(t, s, a, "openai", r)
+	if turn, err = s.ChatTurn(ctx(), a.ID, c.ID); err != nil || turn.Token != nil {
+		t.Fatalf("ChatTurn with only another provider linked: %+v, %v; want no token", turn, err)
+	}
+	link(t, s, a, "anthropic", r)
+	link(t, s, b, "anthropic", r)
+	var added []*store.Message
+	for i := range store.MaxPageLimit + 3 {
+		m := message(c, []string{"user", "assistant"}[i%2])
+		added = append(added, m)
+	}
+	noErr(t, "AddMessages", s.AddMessages(ctx(), a.ID, added...))
+
+	turn, err = s.ChatTurn(ctx(), a.ID, c.ID)
+	noErr(t, "ChatTurn", err)
+	conv, err := s.Conversation(ctx(), a.ID, c.ID)
+	noErr(t, "Conversation", err)
+	if turn.Conversation != *conv {
+		t.Errorf("ChatTurn conversation %+v; Conversation returns %+v", turn.Conversation, *conv)
+	}
+	tok, err := s.ProviderToken(ctx(), a.ID, "anthropic")
+	noErr(t, "ProviderToken", err)
+	if turn.Token == nil || !reflect.DeepEqual(*turn.Token, *tok) {
+		t.Errorf("ChatTurn token %+v; ProviderToken returns %+v", turn.Token, tok)
+	}
+	page, next, err := s.Messages(ctx(), a.ID, c.ID, store.Page{Limit: store.MaxPageLimit})
+	noErr(t, "Messages", err)
+	if !reflect.DeepEqual(turn.Messages, page) || turn.Next != next || next == "" {
+		t.Errorf("ChatTurn: %d messages, next %q; Messages returns %d, next %q", len(turn.Messages), turn.Next, len(page), next)
+	}
+	// The cursor leads to the rest.
+	rest, last, err := s.Messages(ctx(), a.ID, c.ID, store.Page{Limit: store.MaxPageLimit, Cursor: turn.Next})
+	noErr(t, "Messages(after ChatTurn)", err)
+	if len(rest) != 3 || last != "" || rest[2].ID != added[len(added)-1].ID {
+		t.Errorf("after ChatTurn's cursor: %d messages, next %q; want the last 3", len(rest), last)
+	}
+
+	// Another user's conversation, or none, is not found.
+	_, err = s.ChatTurn(ctx(), b.ID, c.ID)
+	wantErr(t, "ChatTurn(another user's conversation)", err, store.ErrNotFound)
+	_, err = s.ChatTurn(ctx(), a.ID, NewID())
+	wantErr(t, "ChatTurn(unknown conversation)", err, store.ErrNotFound)
+	_, err = s.ChatTurn(ctx(), a.ID, "not-a-uuid")
+	wantErr(t, "ChatTurn(malformed id)", err, store.ErrNotFound)
 }

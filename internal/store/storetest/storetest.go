@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"MessageStatus", testMessageStatus},
 		{"AddMessagesAtomic", testAddMessagesAtomic},
 		{"FinishMessage", testFinishMessage},
+		{"ChatTurn", testChatTurn},
 		{"TenantIsolation", testTenantIsolation},
 		{"Erasure", testErasure},
 		{"Timestamps", testTimestamps},
