@@ -217,14 +217,12 @@ func (s *Server) deleteConversation(w http.ResponseWriter, r *http.Request) erro
 }
 
 // history loads every message of a conversation, oldest first.
-func (s *Server) history(ctx context.Context, user, conv string) ([]worker.Message, error) {
-	var out []worker.Message
+// history is the conversation's whole history for the worker, from its
+// first page ms (with the next page's cursor) on.
+func (s *Server) history(ctx context.Context, user, conv string, ms []store.Message, next string) ([]worker.Message, error) {
+	out := make([]worker.Message, 0, len(ms)+1)
 	p := store.Page{Limit: store.MaxPageLimit}
 	for {
-		ms, next, err := s.store.Messages(ctx, user, conv, p)
-		if err != nil {
-			return nil, err
-		}
 		for _, m := range ms {
 			if m.EncryptedContent == "" {
 				continue // an answer cut off before its first byte holds nothing to send
@@ -235,6 +233,10 @@ func (s *Server) history(ctx context.Context, user, conv string) ([]worker.Messa
 			return out, nil
 		}
 		p.Cursor = next
+		var err error
+		if ms, next, err = s.store.Messages(ctx, user, conv, p); err != nil {
+			return nil, err
+		}
 	}
 }
 
@@ -281,31 +283,17 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	}
 	releaseConv := sync.OnceFunc(func() { s.busyConvs.release(user + "/" + convID) })
 	defer releaseConv()
-	// The conversation, the linked credentials and the history are read at
-	// once: on PostgreSQL each is a transaction of its own, and they sit
-	// before the first byte.
-	var (
-		wg               sync.WaitGroup
-		conv             *store.Conversation
-		tokens           []store.ProviderToken
-		hist             []worker.Message
-		cErr, tErr, hErr error
-	)
-	wg.Add(3)
-	go func() { defer wg.Done(); conv, cErr = s.store.Conversation(ctx, user, convID) }()
-	go func() { defer wg.Done(); tokens, tErr = s.store.ProviderTokens(ctx, user) }()
-	go func() { defer wg.Done(); hist, hErr = s.history(ctx, user, convID) }()
-	wg.Wait()
-	for _, err := range []error{cErr, tErr, hErr} {
-		if err != nil {
-			return storeError(err)
-		}
+	// The conversation, the linked credential and the history sit before
+	// the first byte: one read (one round trip on PostgreSQL), and more
+	// only for a history longer than a page.
+	turn, err := s.store.ChatTurn(ctx, user, convID)
+	if err != nil {
+		return storeError(err)
 	}
-	var token *store.ProviderToken
-	for i := range tokens {
-		if tokens[i].Provider == conv.Provider {
-			token = &tokens[i]
-		}
+	conv, token := &turn.Conversation, turn.Token
+	hist, err := s.history(ctx, user, convID, turn.Messages, turn.Next)
+	if err != nil {
+		return storeError(err)
 	}
 	if token == nil {
 		return errorf(http.StatusConflict, "provider_not_linked", "link %s first (polydev link key --provider %s)", conv.Provider, conv.Provider)
@@ -374,8 +362,9 @@ func (s *Server) sendMessage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		s.log.Error("chat result not stored", "err", err)
 	}
-	if result.Error == nil || result.Error.Kind != "grant" {
-		// The credential went to the provider: record its use.
+	if (result.Error == nil || result.Error.Kind != "grant") && !token.LastUsedAt.After(s.now().Add(-time.Minute)) {
+		// The credential went to the provider: record its use, once a
+		// minute at most (a write less for most turns).
 		if terr := s.store.TouchProviderToken(context.WithoutCancel(ctx), user, conv.Provider, s.now()); terr != nil {
 			s.log.Warn("provider token use not recorded", "err", terr)
 		}

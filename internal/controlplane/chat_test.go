@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -701,5 +702,68 @@ func TestChatNextSendRightAfterDone(t *testing.T) {
 	}
 	if ms := e.messages(c); len(ms) != 4 {
 		t.Fatalf("%d messages stored; want 4", len(ms))
+	}
+}
+
+// TestChatLongHistory: a history longer than one store page reaches the
+// provider whole and in order.
+func TestChatLongHistory(t *testing.T) {
+	st := sqliteStore(t)
+	e := newChatEnv(t, st, nil)
+	e.link("openai")
+	c := e.newConversation("openai")
+	const n = store.MaxPageLimit + 25
+	var ms []*store.Message
+	for i := range n {
+		m := &store.Message{ID: uuid.NewString(), ConversationID: c.id, Role: []string{"user", "assistant"}[i%2]}
+		m.EncryptedContent, _ = crypto.Seal(c.key, crypto.MessageContext(e.acct.userID, m.ID), []byte(fmt.Sprintf("turn %d", i)))
+		ms = append(ms, m)
+	}
+	if err := st.AddMessages(context.Background(), e.acct.userID, ms...); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.send(c, e.request(c, "openai", "and now", sendOpts{model: "m"}), 0); r.done == nil {
+		t.Fatalf("send: %+v", r)
+	}
+	recs := e.emu.Records()
+	got := recs[len(recs)-1].Messages
+	if len(got) != n+1 {
+		t.Fatalf("the provider got %d messages; want %d", len(got), n+1)
+	}
+	for i, m := range got[:n] {
+		if want := fmt.Sprintf("turn %d", i); m.Content != want {
+			t.Fatalf("message %d is %q; want %q", i, m.Content, want)
+		}
+	}
+	if got[n].Content != "and now" {
+		t.Fatalf("the last message is %q; want the prompt", got[n].Content)
+	}
+}
+
+// TestChatRecordsLastUse: a chat records its credential's use, at most once
+// a minute.
+func TestChatRecordsLastUse(t *testing.T) {
+	e := newChatEnv(t, sqliteStore(t), nil)
+	e.link("openai")
+	c := e.newConversation("openai")
+	lastUsed := func() any {
+		t.Helper()
+		st, out, _ := e.c.call("GET", "/v1/accounts", nil)
+		if st != 200 {
+			t.Fatalf("accounts: %d %v", st, out)
+		}
+		return out["providers"].([]any)[0].(map[string]any)["last_used"]
+	}
+	if u := lastUsed(); u != nil {
+		t.Fatalf("last_used %v before any chat; want null", u)
+	}
+	e.send(c, e.request(c, "openai", "one", sendOpts{model: "m"}), 0)
+	first := lastUsed()
+	if first == nil {
+		t.Fatal("last_used still null after a chat")
+	}
+	e.send(c, e.request(c, "openai", "two", sendOpts{model: "m"}), 0)
+	if again := lastUsed(); again != first {
+		t.Fatalf("last_used moved from %v to %v within a minute", first, again)
 	}
 }
