@@ -46,6 +46,8 @@ come from the environment variable named in its help.`)
 	migrateURL := fs.String("migrate-database-url", os.Getenv("POLYDEV_MIGRATE_DATABASE_URL"), "PostgreSQL connection string of the schema owner, for --migrate (env POLYDEV_MIGRATE_DATABASE_URL)")
 	secretFile := fs.String("secret-file", os.Getenv("POLYDEV_SECRET_FILE"), "file with ≥ 32 random bytes for prelogin answers (env POLYDEV_SECRET_FILE; default DATA/prelogin.secret, created if missing with SQLite)")
 	fs.DurationVar(&cfg.SessionTTL, "session-ttl", envDuration("POLYDEV_SESSION_TTL", 24*time.Hour), "session lifetime (env POLYDEV_SESSION_TTL)")
+	fs.DurationVar(&cfg.SessionCache, "session-cache", envDuration("POLYDEV_SESSION_CACHE", controlplane.DefaultSessionCache),
+		"reuse a session lookup this long; a revocation made by another instance takes effect here after it (negative: look every request up; env POLYDEV_SESSION_CACHE)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take")
 	logJSON := fs.Bool("log-json", envBool("POLYDEV_LOG_JSON"), "log JSON lines instead of text (env POLYDEV_LOG_JSON)")
 	eg, err := egress.FromEnv(os.LookupEnv)

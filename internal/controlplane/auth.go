@@ -239,12 +239,18 @@ func (s *Server) authenticated(h handlerFunc) handlerFunc {
 			return errUnauthorized
 		}
 		h256 := sha256.Sum256([]byte(token))
-		sess, err := s.store.ActiveSession(r.Context(), h256[:], s.now())
-		if errors.Is(err, store.ErrNotFound) {
-			return errUnauthorized
-		}
-		if err != nil {
-			return storeError(err)
+		now := s.now()
+		sess, ok := s.sessions.get(h256, now)
+		if !ok {
+			var err error
+			sess, err = s.store.ActiveSession(r.Context(), h256[:], now)
+			if errors.Is(err, store.ErrNotFound) {
+				return errUnauthorized
+			}
+			if err != nil {
+				return storeError(err)
+			}
+			s.sessions.put(h256, sess, now)
 		}
 		return h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, sess)))
 	}
@@ -266,6 +272,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
 	if err := s.store.RevokeSession(r.Context(), sess.UserID, sess.ID, s.now()); err != nil {
 		return storeError(err)
 	}
+	s.sessions.dropUser(sess.UserID) // the others are looked up again: still valid
 	s.audit(r, sess.UserID, "logout", nil)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -325,7 +332,10 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request) error {
 	}
 	c := store.Credentials{KDFParams: kdf, AuthHash: hash, AuthSalt: salt, AuthAlgo: algo,
 		WrappedAccountKey: req.WrappedAccountKey, WrappedPrivateKey: wrappedPrivate}
-	if err := s.store.SetCredentials(r.Context(), u.ID, c, sess.ID); err != nil {
+	err = s.store.SetCredentials(r.Context(), u.ID, c, sess.ID)
+	// The other sessions were revoked (or may have been, on an error).
+	s.sessions.dropUser(u.ID)
+	if err != nil {
 		return storeError(err)
 	}
 	s.audit(r, u.ID, "password_change", nil)
@@ -345,7 +355,9 @@ func (s *Server) deleteAccount(w http.ResponseWriter, r *http.Request) error {
 	if err := s.reauthenticate(r, u, req.AuthKey); err != nil {
 		return err
 	}
-	if err := s.store.DeleteUser(r.Context(), u.ID); err != nil {
+	err = s.store.DeleteUser(r.Context(), u.ID)
+	s.sessions.dropUser(u.ID)
+	if err != nil {
 		return storeError(err)
 	}
 	// The erasure is audited without any personal data, not even the id.

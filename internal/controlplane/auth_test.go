@@ -209,6 +209,9 @@ func TestAuthAPI(t *testing.T) {
 		other := &apiClient{t: t, base: base}
 		_, o := loginAs(t, other, "ada@example.org", "correct horse battery staple")
 		other.token = o["token"].(string)
+		if s, _, _ := other.call("GET", "/v1/auth/me", nil); s != 200 { // now in the session cache
+			t.Fatalf("another session: %d", s)
+		}
 		newParams := crypto.DefaultPBKDF2Params()
 		newAuth, newWrap := derive(t, "a new passphrase", newParams)
 		rewrapped, _ := crypto.WrapKey(newWrap, crypto.AccountKeyContext(ada.userID), ada.accountKey)

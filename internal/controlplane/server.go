@@ -3,6 +3,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -31,6 +32,11 @@ type Config struct {
 	Store store.Store
 	// SessionTTL is how long a login lasts.
 	SessionTTL time.Duration
+	// SessionCache is how long a session lookup is reused for the same
+	// bearer token (0: DefaultSessionCache; negative: every request looks
+	// its session up). Revocations made here take effect at once; those
+	// made by another instance on the same database within this long.
+	SessionCache time.Duration
 	// PreloginSecret (≥ 32 bytes, constant across restarts and instances)
 	// derives the fake KDF parameters prelogin answers for unknown emails.
 	PreloginSecret []byte
@@ -102,6 +108,7 @@ type Server struct {
 	egress *egress.Proxy
 
 	accountLimit, ipLimit *failureLimiter
+	sessions              *sessionCache
 	streams               *streamLimiter
 	busyConvs             *busySet
 	dummyHash, dummySalt  []byte
@@ -134,6 +141,7 @@ func New(cfg Config, log *slog.Logger, assets fs.FS) (*Server, error) {
 		s.cfg.Heartbeat = 15 * time.Second
 	}
 	s.streams = &streamLimiter{max: s.cfg.MaxStreamsPerUser, active: map[string]int{}}
+	s.sessions = &sessionCache{ttl: cmp.Or(s.cfg.SessionCache, DefaultSessionCache)}
 	s.busyConvs = &busySet{keys: map[string]bool{}}
 	s.dummyHash, s.dummySalt, s.dummyAlgo = crypto.DummyAuthHash()
 	return s, nil
