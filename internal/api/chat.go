@@ -120,8 +120,7 @@ type StreamChunk struct {
 // encoding/json.
 func (c StreamChunk) AppendJSON(dst []byte) []byte {
 	for i := 0; i < len(c.EncryptedChunk); i++ {
-		if b := c.EncryptedChunk[i]; !(b >= 'A' && b <= 'Z' || b >= 'a' && b <= 'z' || b >= '0' && b <= '9' ||
-			b == '+' || b == '/' || b == '-' || b == '_' || b == '=') {
+		if !isBase64Char(c.EncryptedChunk[i]) {
 			j, _ := json.Marshal(c) // strings, numbers and bools always encode
 			return append(dst, j...)
 		}
@@ -134,6 +133,62 @@ func (c StreamChunk) AppendJSON(dst []byte) []byte {
 		dst = append(dst, `,"final":true`...)
 	}
 	return append(dst, '}')
+}
+
+// ParseStreamChunk decodes a data event as json.Unmarshal does. The form
+// AppendJSON writes is read without reflection — a client decodes one per
+// token — and anything else goes through encoding/json.
+func ParseStreamChunk(data []byte) (StreamChunk, error) {
+	if c, ok := parseCanonicalChunk(data); ok {
+		return c, nil
+	}
+	var c StreamChunk
+	err := json.Unmarshal(data, &c)
+	return c, err
+}
+
+// parseCanonicalChunk reads exactly {"encrypted_chunk":"<base64>","seq":<n>}
+// with an optional ,"final":true before the brace.
+func parseCanonicalChunk(b []byte) (StreamChunk, bool) {
+	const head, mid, fin = `{"encrypted_chunk":"`, `","seq":`, `,"final":true}`
+	if len(b) < len(head) || string(b[:len(head)]) != head {
+		return StreamChunk{}, false
+	}
+	b = b[len(head):]
+	i := 0
+	for i < len(b) && isBase64Char(b[i]) {
+		i++
+	}
+	text := b[:i]
+	b = b[i:]
+	if len(b) < len(mid) || string(b[:len(mid)]) != mid {
+		return StreamChunk{}, false
+	}
+	b = b[len(mid):]
+	i = 0
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	if i == 0 || i > 1 && b[0] == '0' { // JSON numbers have no leading zeros
+		return StreamChunk{}, false
+	}
+	seq, err := strconv.ParseUint(string(b[:i]), 10, 64)
+	if err != nil {
+		return StreamChunk{}, false
+	}
+	c := StreamChunk{EncryptedChunk: string(text), Seq: seq}
+	switch rest := string(b[i:]); rest {
+	case "}":
+	case fin:
+		c.Final = true
+	default:
+		return StreamChunk{}, false
+	}
+	return c, true
+}
+
+func isBase64Char(b byte) bool {
+	return b >= 'A' && b <= 'Z' || b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '+' || b == '/' || b == '-' || b == '_' || b == '='
 }
 
 // Usage counts tokens.

@@ -41,3 +41,49 @@ func FuzzStreamChunkAppendJSON(f *testing.F) {
 		}
 	})
 }
+
+// ParseStreamChunk agrees with json.Unmarshal: the canonical form and
+// anything else.
+func TestParseStreamChunk(t *testing.T) {
+	inputs := []string{
+		`{"encrypted_chunk":"AQID","seq":0}`,
+		`{"encrypted_chunk":"AQID","seq":12,"final":true}`,
+		`{"encrypted_chunk":"","seq":18446744073709551615}`,
+		`{"encrypted_chunk":"AQID","seq":18446744073709551616}`,
+		`{"encrypted_chunk":"AQID","seq":007}`,
+		`{"encrypted_chunk":"AQID","seq":1,"final":false}`,
+		`{"encrypted_chunk":"AQID","seq":1} `,
+		`{"seq":3,"encrypted_chunk":"AQID"}`,
+		`{"encrypted_chunk":"A\u0041","seq":1}`,
+		`{"encrypted_chunk":"AQID","seq":-1}`,
+		`{"encrypted_chunk":"AQID","seq":1.5}`,
+		`{"encrypted_chunk":"AQID","seq":1,"final":true}x`,
+		`not json`,
+		``,
+	}
+	for _, in := range inputs {
+		checkParseStreamChunk(t, []byte(in))
+	}
+	for _, c := range []StreamChunk{{EncryptedChunk: "AQIDBA==", Seq: 9}, {EncryptedChunk: "x-_", Seq: 0, Final: true}} {
+		got, err := ParseStreamChunk(c.AppendJSON(nil))
+		if err != nil || got != c {
+			t.Errorf("round trip of %+v: %+v, %v", c, got, err)
+		}
+	}
+}
+
+func checkParseStreamChunk(t *testing.T, in []byte) {
+	t.Helper()
+	var want StreamChunk
+	wantErr := json.Unmarshal(in, &want)
+	got, err := ParseStreamChunk(in)
+	if (err != nil) != (wantErr != nil) || err == nil && got != want {
+		t.Errorf("ParseStreamChunk(%q) = %+v, %v; json.Unmarshal gives %+v, %v", in, got, err, want, wantErr)
+	}
+}
+
+func FuzzParseStreamChunk(f *testing.F) {
+	f.Add([]byte(`{"encrypted_chunk":"AQID","seq":12,"final":true}`))
+	f.Add([]byte(`{"encrypted_chunk":"AQID","seq":012}`))
+	f.Fuzz(func(t *testing.T, in []byte) { checkParseStreamChunk(t, in) })
+}

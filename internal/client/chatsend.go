@@ -393,8 +393,8 @@ func (s *answerStream) read(r io.Reader) error {
 }
 
 func (s *answerStream) chunk(data []byte) error {
-	var c api.StreamChunk
-	if err := json.Unmarshal(data, &c); err != nil || c.EncryptedChunk == "" {
+	c, err := api.ParseStreamChunk(data)
+	if err != nil || c.EncryptedChunk == "" {
 		s.res.ErrorKind = "stream"
 		return fmt.Errorf("%w: a data event is not a chunk", ErrStreamBroken)
 	}
