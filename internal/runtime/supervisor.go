@@ -56,6 +56,20 @@ var (
 type runtimeKey struct {
 	info KeyInfo
 	priv *crypto.PrivateKey
+	// users counts the tasks under way that were handed priv itself (an
+	// executor in this process may use it); a retired key is wiped when the
+	// last of them ends. Both fields are guarded by the supervisor's mutex.
+	users   int
+	retired bool
+}
+
+// retireLocked wipes k now, or when its last task ends. The caller has
+// removed k from the supervisor, so no task takes it after this.
+func (k *runtimeKey) retireLocked() {
+	k.retired = true
+	if k.users == 0 {
+		k.priv.Wipe()
+	}
 }
 
 // NewSupervisor makes a supervisor with a fresh runtime key.
@@ -116,7 +130,7 @@ func (s *Supervisor) rotateLocked() error {
 	}
 	info.Signature = sig
 	if s.previous != nil {
-		s.previous.priv.Wipe()
+		s.previous.retireLocked()
 	}
 	s.previous, s.current = s.current, &runtimeKey{info: info, priv: priv}
 	s.log.Info("runtime key rotated", "key_id", info.ID, "expires_at", info.ExpiresAt)
@@ -132,7 +146,7 @@ func (s *Supervisor) maintainLocked() error {
 		}
 	}
 	if s.previous != nil && !now.Before(s.previous.info.ExpiresAt) {
-		s.previous.priv.Wipe()
+		s.previous.retireLocked()
 		s.previous = nil
 	}
 	// Forgetting expired request ids walks the whole set: once a minute.
@@ -202,12 +216,24 @@ func (s *Supervisor) Run(ctx context.Context, job worker.Job, emit func(worker.E
 	}
 	s.seen[job.RequestID] = s.now().Add(worker.MaxGrantLifetime + time.Minute)
 	record, err := key.priv.ExportRecord()
+	if err == nil {
+		key.users++
+	}
 	s.mu.Unlock()
 	if err != nil {
 		return err
 	}
+	defer func() {
+		s.mu.Lock()
+		if key.users--; key.users == 0 && key.retired {
+			key.priv.Wipe()
+		}
+		s.mu.Unlock()
+	}()
 	defer clear(record)
-	task := worker.Task{Job: job, RuntimeKey: record, BaseURL: s.cfg.BaseURLs[job.Provider]}
+	// The record crosses into a sandbox; an executor in this process uses
+	// the parsed key itself and saves parsing it per request.
+	task := worker.Task{Job: job, RuntimeKey: record, Key: key.priv, BaseURL: s.cfg.BaseURLs[job.Provider]}
 	err = s.cfg.Executor.Execute(ctx, task, emit)
 	var busy *BusyError
 	if errors.As(err, &busy) {

@@ -183,3 +183,67 @@ func TestBusyDoesNotUseUpTheRequest(t *testing.T) {
 		t.Fatal("a rotation period shorter than the grace period was accepted")
 	}
 }
+
+// blockingExecutor hands each task to the test and ends it when told.
+type blockingExecutor struct {
+	tasks   chan worker.Task
+	release chan struct{}
+}
+
+func (e *blockingExecutor) Execute(_ context.Context, task worker.Task, emit func(worker.Event) error) error {
+	e.tasks <- task
+	<-e.release
+	return emit(worker.Event{Done: &worker.Result{MessageID: task.Job.AssistantMessageID}})
+}
+
+// TestRetiredKeyOutlivesItsTasks: a task run in this process holds the
+// parsed runtime key itself; rotating it out of use does not wipe it under
+// the task, and it is wiped once the task ends.
+func TestRetiredKeyOutlivesItsTasks(t *testing.T) {
+	id, err := crypto.GenerateIdentity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := &blockingExecutor{tasks: make(chan worker.Task), release: make(chan struct{})}
+	s, err := runtime.NewSupervisor(runtime.Config{Identity: id, Executor: ex, BaseURLs: map[string]string{"openai": "http://127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := s.CurrentKey(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := crypto.ParsePublicKey(k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gctx := crypto.GrantContext("u", "r")
+	sealed, err := crypto.SealTo(pub, gctx, []byte("grant"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(context.Background(), worker.Job{RequestID: "r", KeyID: k.ID, Provider: "openai"}, func(worker.Event) error { return nil })
+	}()
+	task := <-ex.tasks
+	if task.Key == nil {
+		t.Fatal("an in-process task got no parsed key")
+	}
+	// Two rotations: the task's key is first previous, then retired.
+	for range 2 {
+		if err := s.Rotate(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pt, err := crypto.OpenSealed(task.Key, gctx, sealed); err != nil || string(pt) != "grant" {
+		t.Fatalf("the task's key after it was retired: %q, %v; want it usable until the task ends", pt, err)
+	}
+	close(ex.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := crypto.OpenSealed(task.Key, gctx, sealed); err == nil {
+		t.Fatal("the retired key still opens grants after its last task ended; want it wiped")
+	}
+}

@@ -9,7 +9,11 @@
 // runtime): it gets everything through a Task.
 package worker
 
-import "time"
+import (
+	"time"
+
+	"polydev/internal/crypto"
+)
 
 // Job is one chat turn as the control plane hands it to the runtime. Every
 // user value in it is ciphertext the control plane cannot open.
@@ -113,5 +117,9 @@ type Error struct {
 type Task struct {
 	Job        Job    `json:"job"`
 	RuntimeKey []byte `json:"runtime_key"` // the private key record (docs/crypto.md §6) of Job.KeyID
-	BaseURL    string `json:"base_url,omitempty"`
+	// Key is the same key, parsed, when the worker runs in the supervisor's
+	// process; it then stays the supervisor's (the worker does not wipe
+	// it). It never leaves the process.
+	Key     *crypto.PrivateKey `json:"-"`
+	BaseURL string             `json:"base_url,omitempty"`
 }

@@ -200,12 +200,16 @@ func failure(ctx context.Context, err error) *Error {
 // openGrant opens and checks the grant against the job it came with.
 func openGrant(task Task, now time.Time) (*Grant, crypto.Key, error) {
 	job := task.Job
-	priv, err := crypto.ParsePrivateKeyRecord(task.RuntimeKey)
-	clear(task.RuntimeKey)
-	if err != nil {
-		return nil, crypto.Key{}, fmt.Errorf("runtime key: %w", err)
+	priv := task.Key
+	if priv == nil {
+		var err error
+		if priv, err = crypto.ParsePrivateKeyRecord(task.RuntimeKey); err != nil {
+			clear(task.RuntimeKey)
+			return nil, crypto.Key{}, fmt.Errorf("runtime key: %w", err)
+		}
+		defer priv.Wipe()
 	}
-	defer priv.Wipe()
+	clear(task.RuntimeKey)
 	plain, err := crypto.OpenSealed(priv, crypto.GrantContext(job.UserID, job.RequestID), job.Grant)
 	if err != nil {
 		return nil, crypto.Key{}, fmt.Errorf("open grant: %s", crypto.Code(err))
