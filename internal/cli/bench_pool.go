@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -81,6 +82,9 @@ type quantiles struct {
 	P99 float64 `json:"p99"`
 	Max float64 `json:"max"`
 }
+
+// roundUS rounds milliseconds to the microsecond.
+func roundUS(ms float64) float64 { return math.Round(ms*1000) / 1000 }
 
 func quantilesOf(ds []time.Duration) quantiles {
 	if len(ds) == 0 {
@@ -368,7 +372,7 @@ upstream fetched directly from this process. Needs root and runc.`)
 		"errors":           errs + baseErrs,
 		"ttfb_ms":          tq,
 		"baseline_ttfb_ms": bq,
-		"ttfb_overhead_ms": quantiles{P50: tq.P50 - bq.P50, P90: tq.P90 - bq.P90, P99: tq.P99 - bq.P99, Max: tq.Max - bq.Max},
+		"ttfb_overhead_ms": quantiles{P50: roundUS(tq.P50 - bq.P50), P90: roundUS(tq.P90 - bq.P90), P99: roundUS(tq.P99 - bq.P99), Max: roundUS(tq.Max - bq.Max)},
 	}
 	if b.asJSON {
 		return json.NewEncoder(e.stdout).Encode(res)
