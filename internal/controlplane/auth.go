@@ -240,7 +240,7 @@ func (s *Server) authenticated(h handlerFunc) handlerFunc {
 		}
 		h256 := sha256.Sum256([]byte(token))
 		now := s.now()
-		sess, ok := s.sessions.get(h256, now)
+		sess, gen, ok := s.sessions.get(h256, now)
 		if !ok {
 			var err error
 			sess, err = s.store.ActiveSession(r.Context(), h256[:], now)
@@ -250,7 +250,7 @@ func (s *Server) authenticated(h handlerFunc) handlerFunc {
 			if err != nil {
 				return storeError(err)
 			}
-			s.sessions.put(h256, sess, now)
+			s.sessions.put(h256, sess, now, gen)
 		}
 		return h(w, r.WithContext(context.WithValue(r.Context(), sessionKey{}, sess)))
 	}

@@ -25,6 +25,9 @@ type sessionCache struct {
 	mu   sync.Mutex
 	m    map[[32]byte]cachedSession
 	next time.Time // when expired entries are swept next
+	// gen counts revocations: a lookup that began before one is not
+	// cached, since it may have read the session before it was revoked.
+	gen uint64
 }
 
 type cachedSession struct {
@@ -33,28 +36,33 @@ type cachedSession struct {
 }
 
 // get returns a copy of the session cached for hash, if it is still fresh
-// and unexpired at now.
-func (c *sessionCache) get(hash [32]byte, now time.Time) (*store.Session, bool) {
+// and unexpired at now; on a miss, the generation to hand put after the
+// store lookup.
+func (c *sessionCache) get(hash [32]byte, now time.Time) (*store.Session, uint64, bool) {
 	if c.ttl <= 0 {
-		return nil, false
+		return nil, 0, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[hash]
 	if !ok || !now.Before(e.until) || !now.Before(e.sess.ExpiresAt) {
-		return nil, false
+		return nil, c.gen, false
 	}
 	s := e.sess
-	return &s, true
+	return &s, c.gen, true
 }
 
-// put caches s, looked up at now, under hash.
-func (c *sessionCache) put(hash [32]byte, s *store.Session, now time.Time) {
+// put caches s, looked up at now under hash by a lookup that began at
+// generation gen — unless a revocation has happened since.
+func (c *sessionCache) put(hash [32]byte, s *store.Session, now time.Time, gen uint64) {
 	if c.ttl <= 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
 	if c.m == nil {
 		c.m = map[[32]byte]cachedSession{}
 	}
@@ -69,10 +77,12 @@ func (c *sessionCache) put(hash [32]byte, s *store.Session, now time.Time) {
 	c.m[hash] = cachedSession{sess: *s, until: now.Add(c.ttl)}
 }
 
-// dropUser forgets every cached session of user.
+// dropUser forgets every cached session of user, and keeps lookups under
+// way from caching what they read. Call it after the revocation is stored.
 func (c *sessionCache) dropUser(user string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.gen++
 	for h, e := range c.m {
 		if e.sess.UserID == user {
 			delete(c.m, h)
