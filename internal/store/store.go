@@ -270,7 +270,7 @@ type Conversations interface {
 	// Messages lists one page of a conversation's messages, oldest first,
 	// and the cursor of the next page ("" after the last).
 	Messages(ctx context.Context, as, conversationID string, page Page) ([]Message, string, error)
-	// ChatTurn reads at once, in one snapshot, what a chat turn needs
+	// ChatTurn reads at once, in one transaction, what a chat turn needs
 	// before its first byte: one of the acting user's conversations, the
 	// user's token for its provider and the first page of its messages.
 	// A missing or foreign conversation is ErrNotFound.

@@ -169,23 +169,24 @@ func scanSession(row pgx.Row) (*store.Session, error) {
 }
 
 // ActiveSession finds an unrevoked session unexpired at now, as
-// polydev_auth, records now as its last use and returns it as it was
-// before: LastSeenAt is the previous use.
+// polydev_auth, records now as its last use when the recorded one is
+// store.SessionTouchInterval old or more, and returns it as it was before:
+// LastSeenAt is the previous recorded use.
 func (db *DB) ActiveSession(ctx context.Context, tokenHash []byte, now time.Time) (*store.Session, error) {
 	var s *store.Session
 	// One statement, in one round trip with the role switch. The update
 	// runs only when the recorded use is SessionTouchInterval old or more,
 	// so most lookups lock and write nothing.
-	err := db.oneTrip(ctx, uuid.Nil, func(b *pgx.Batch) {
-		b.Queue(`with found as (
+	err := db.oneTripAuth(ctx, func(t *trip) {
+		t.row(`with found as (
 				select `+sessionColumns+` from sessions
 				where token_hash = $1 and revoked_at is null and expires_at > $2
 			), touched as (
 				update sessions set last_seen_at = greatest(sessions.last_seen_at, $2) from found
 				where sessions.id = found.id and found.last_seen_at <= $3
 			)
-			select `+sessionColumns+` from found`, tokenHash, micro(now), micro(now.Add(-store.SessionTouchInterval))).
-			QueryRow(func(row pgx.Row) (err error) {
+			select `+sessionColumns+` from found`, []any{tokenHash, micro(now), micro(now.Add(-store.SessionTouchInterval))},
+			func(row pgx.Row) (err error) {
 				s, err = scanSession(row)
 				return err
 			})

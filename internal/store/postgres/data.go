@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"polydev/internal/store"
 )
@@ -94,8 +93,8 @@ func (db *DB) ProviderTokens(ctx context.Context, as string) ([]store.ProviderTo
 		return nil, nil
 	}
 	var tokens []store.ProviderToken
-	err := db.oneTrip(ctx, user, func(b *pgx.Batch) {
-		b.Queue(`select user_id, provider, encrypted_refresh_token, scopes, expires_at,
+	err := db.oneTrip(ctx, user, func(t *trip) {
+		t.Queue(`select user_id, provider, encrypted_refresh_token, scopes, expires_at,
 				decodo_port, egress_ip, last_rotated_at, last_used_at, created_at
 			from provider_tokens where user_id = $1 order by provider`, user).Query(func(rows pgx.Rows) (err error) {
 			tokens, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.ProviderToken, error) {
@@ -178,8 +177,8 @@ func (db *DB) Conversation(ctx context.Context, as, id string) (*store.Conversat
 		return nil, wrap(op, store.ErrNotFound)
 	}
 	var c store.Conversation
-	err := db.oneTrip(ctx, user, func(b *pgx.Batch) {
-		b.Queue("select "+conversationColumns+" from conversations where id = $1", cid).QueryRow(func(row pgx.Row) (err error) {
+	err := db.oneTrip(ctx, user, func(t *trip) {
+		t.row("select "+conversationColumns+" from conversations where id = $1", []any{cid}, func(row pgx.Row) (err error) {
 			c, err = scanConversation(row)
 			return err
 		})
@@ -312,12 +311,11 @@ func (db *DB) AddMessages(ctx context.Context, as string, ms ...*store.Message) 
 	// inserts, in one implicit transaction. A missing or foreign
 	// conversation bumps nothing (ErrNotFound) and its inserts fail the
 	// row-level security check, which rolls everything back.
-	err = db.oneTrip(ctx, user, func(b *pgx.Batch) {
+	err = db.oneTrip(ctx, user, func(t *trip) {
 		// greatest ignores a NULL $2.
-		b.Queue("update conversations set updated_at = greatest(updated_at, now(), $2) where id = $1", cid, latest).
-			Exec(func(tag pgconn.CommandTag) error { return mustAffect(tag, nil) })
+		t.affect("update conversations set updated_at = greatest(updated_at, now(), $2) where id = $1", cid, latest)
 		for i, m := range ms {
-			b.Queue(`insert into messages (`+messageColumns+`)
+			t.Queue(`insert into messages (`+messageColumns+`)
 				values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, coalesce($11, now())) returning created_at`,
 				ids[i], cid, m.Role, m.EncryptedContent, m.TokensUsed, m.Model, m.EgressIP, m.EgressPort, m.DurationMS,
 				statuses[i], nullTime(m.CreatedAt)).QueryRow(func(row pgx.Row) error { return row.Scan(&created[i]) })
@@ -387,9 +385,9 @@ func (db *DB) Messages(ctx context.Context, as, conversationID string, page stor
 	if page.Cursor == "" {
 		// The first page (and the whole history, for a chat turn) in one
 		// round trip: the two statements need nothing from each other.
-		err = db.oneTrip(ctx, user, func(b *pgx.Batch) {
-			b.Queue(visibleSQL, cid).QueryRow(func(row pgx.Row) error { return row.Scan(&visible) })
-			b.Queue(pageSQL+orderSQL, cid, limit+1).Query(collect)
+		err = db.oneTrip(ctx, user, func(t *trip) {
+			t.Queue(visibleSQL, cid).QueryRow(func(row pgx.Row) error { return row.Scan(&visible) })
+			t.Queue(pageSQL+orderSQL, cid, limit+1).Query(collect)
 		})
 		if err == nil && !visible {
 			err = store.ErrNotFound
@@ -456,7 +454,8 @@ func cutPage(list []store.Message, limit int) ([]store.Message, string) {
 }
 
 // ChatTurn implements store.Conversations: three statements in one round
-// trip, one implicit transaction.
+// trip, one implicit transaction (read committed: each statement sees what
+// was committed when it started).
 func (db *DB) ChatTurn(ctx context.Context, as, conversationID string) (*store.ChatTurn, error) {
 	const op = "chat turn"
 	user, ok1 := parseID(as)
@@ -466,17 +465,17 @@ func (db *DB) ChatTurn(ctx context.Context, as, conversationID string) (*store.C
 	}
 	turn := &store.ChatTurn{}
 	var tokens []*store.ProviderToken
-	err := db.oneTrip(ctx, user, func(b *pgx.Batch) {
-		b.Queue("select "+conversationColumns+" from conversations where id = $1", cid).QueryRow(func(row pgx.Row) (err error) {
+	err := db.oneTrip(ctx, user, func(t *trip) {
+		t.row("select "+conversationColumns+" from conversations where id = $1", []any{cid}, func(row pgx.Row) (err error) {
 			turn.Conversation, err = scanConversation(row)
 			return err
 		})
-		b.Queue("select "+tokenColumns+" from provider_tokens where user_id = $1 and provider = (select provider from conversations where id = $2)",
+		t.Queue("select "+tokenColumns+" from provider_tokens where user_id = $1 and provider = (select provider from conversations where id = $2)",
 			user, cid).Query(func(rows pgx.Rows) (err error) {
 			tokens, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (*store.ProviderToken, error) { return scanToken(row) })
 			return err
 		})
-		b.Queue(pageSQL+orderSQL, cid, store.MaxPageLimit+1).Query(func(rows pgx.Rows) (err error) {
+		t.Queue(pageSQL+orderSQL, cid, store.MaxPageLimit+1).Query(func(rows pgx.Rows) (err error) {
 			turn.Messages, err = collectMessages(rows)
 			return err
 		})
@@ -558,12 +557,11 @@ func (db *DB) FinishMessage(ctx context.Context, as string, m *store.Message) er
 	if status != store.MessageComplete && status != store.MessageIncomplete {
 		return wrap(op, store.ErrInvalid)
 	}
-	err := db.oneTrip(ctx, user, func(b *pgx.Batch) {
-		b.Queue(`update messages set encrypted_content = $1, tokens_used = $2, model = $3,
+	err := db.oneTrip(ctx, user, func(t *trip) {
+		t.affect(`update messages set encrypted_content = $1, tokens_used = $2, model = $3,
 				egress_ip = $4, decodo_port = $5, duration_ms = $6, status = $7
 			where id = $8 and conversation_id = $9 and role = 'assistant' and status = 'incomplete'`,
-			m.EncryptedContent, m.TokensUsed, m.Model, m.EgressIP, m.EgressPort, m.DurationMS, status, id, cid).
-			Exec(func(tag pgconn.CommandTag) error { return mustAffect(tag, nil) })
+			m.EncryptedContent, m.TokensUsed, m.Model, m.EgressIP, m.EgressPort, m.DurationMS, status, id, cid)
 	})
 	if err != nil {
 		return wrap(op, err)

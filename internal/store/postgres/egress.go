@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"polydev/internal/store"
 )
@@ -185,9 +184,9 @@ func (db *DB) ProviderToken(ctx context.Context, as, provider string) (*store.Pr
 		return nil, wrap(op, store.ErrNotFound)
 	}
 	var t *store.ProviderToken
-	err := db.oneTrip(ctx, user, func(b *pgx.Batch) {
-		b.Queue("select "+tokenColumns+" from provider_tokens where user_id = $1 and provider = $2", user, provider).
-			QueryRow(func(row pgx.Row) (err error) {
+	err := db.oneTrip(ctx, user, func(tr *trip) {
+		tr.row("select "+tokenColumns+" from provider_tokens where user_id = $1 and provider = $2", []any{user, provider},
+			func(row pgx.Row) (err error) {
 				t, err = scanToken(row)
 				return err
 			})
@@ -271,9 +270,8 @@ func (db *DB) TouchProviderToken(ctx context.Context, as, provider string, now t
 	if !ok {
 		return wrap(op, store.ErrNotFound)
 	}
-	return wrap(op, db.oneTrip(ctx, user, func(b *pgx.Batch) {
-		b.Queue(`update provider_tokens set last_used_at = greatest(last_used_at, $3)
-			where user_id = $1 and provider = $2`, user, provider, micro(now)).
-			Exec(func(tag pgconn.CommandTag) error { return mustAffect(tag, nil) })
+	return wrap(op, db.oneTrip(ctx, user, func(t *trip) {
+		t.affect(`update provider_tokens set last_used_at = greatest(last_used_at, $3)
+			where user_id = $1 and provider = $2`, user, provider, micro(now))
 	}))
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -210,6 +211,15 @@ func TestErrors(t *testing.T) {
 	_, err := odb.User(ctx, u.ID)
 	if err == nil || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrInvalid) || !strings.Contains(err.Error(), "entering role polydev_app") {
 		t.Errorf("User through a login role without membership: %v; want an error about entering the role", err)
+	}
+	// The same through the one-round-trip path, for both roles.
+	_, err = odb.Conversation(ctx, u.ID, conv.ID)
+	if err == nil || errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "entering role polydev_app") {
+		t.Errorf("Conversation through a login role without membership: %v; want an error about entering the role", err)
+	}
+	_, err = odb.ActiveSession(ctx, make([]byte, 32), time.Now())
+	if err == nil || errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "entering role polydev_auth") {
+		t.Errorf("ActiveSession through a login role without membership: %v; want an error about entering the role", err)
 	}
 	if err := odb.Ping(ctx); err == nil {
 		t.Error("Ping through a login role without membership succeeded")

@@ -8,6 +8,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"polydev/internal/store"
 )
 
 // The two roles every transaction runs as (see the package documentation).
@@ -39,30 +41,69 @@ func (db *DB) asAuth(ctx context.Context, fn func(pgx.Tx) error) error {
 }
 
 // oneTrip runs the statements queue adds as user (polydev_app with the
-// claims naming user), or as polydev_auth when user is uuid.Nil, in one
-// round trip: the role switch and the statements go out as one pipeline,
-// which PostgreSQL runs as one implicit transaction — the SET LOCALs end
-// with it, and an error in any statement rolls all of them back. Use it
-// for a few statements that need no answer from one another; the results
-// reach the queued callbacks in order. A statement's callback returning an
-// error does not stop the statements after it: guard writes in SQL.
-func (db *DB) oneTrip(ctx context.Context, user uuid.UUID, queue func(b *pgx.Batch)) error {
-	b := &pgx.Batch{}
-	role := appRole
-	entered := false
-	enter := func(pgconn.CommandTag) error { entered = true; return nil }
-	if user == uuid.Nil {
-		role = authRole
-		b.Queue(enterAuthSQL).Exec(enter)
-	} else {
-		b.Queue(actAsSQL, user.String()).Exec(enter)
-	}
-	queue(b)
-	err := db.pool.SendBatch(ctx, b).Close()
-	if err != nil && !entered {
-		return roleError(role, err)
+// claims naming user) in one round trip: the role switch and the
+// statements go out as one pipeline, which PostgreSQL runs as one implicit
+// transaction — the SET LOCALs end with it, and an error in any statement
+// rolls all of them back. Use it for a few statements that need no answer
+// from one another; the results reach the queued callbacks in order. A
+// callback's error does not stop the statements after it: guard writes in
+// SQL. A statement queued with trip.row or trip.affect that finds no row
+// makes the whole call store.ErrNotFound.
+func (db *DB) oneTrip(ctx context.Context, user uuid.UUID, queue func(t *trip)) error {
+	return db.pipeline(ctx, appRole, actAsSQL, []any{user.String()}, queue)
+}
+
+// oneTripAuth is oneTrip as polydev_auth, with empty claims.
+func (db *DB) oneTripAuth(ctx context.Context, queue func(t *trip)) error {
+	return db.pipeline(ctx, authRole, enterAuthSQL, nil, queue)
+}
+
+func (db *DB) pipeline(ctx context.Context, role, enter string, args []any, queue func(t *trip)) error {
+	t := &trip{Batch: &pgx.Batch{}}
+	t.Queue(enter, args...).QueryRow(func(row pgx.Row) error {
+		// Only this statement's own failure means the switch failed.
+		return roleError(role, row.Scan(nil, nil, nil))
+	})
+	queue(t)
+	err := db.pool.SendBatch(ctx, t.Batch).Close()
+	if t.missing {
+		return store.ErrNotFound
 	}
 	return err
+}
+
+// trip is a pipeline being queued. An expected "no such row" is recorded
+// in missing rather than returned by a callback: pgx drops the
+// connection's cached statements for the whole batch on any callback
+// error, and a lookup that finds nothing is no reason to prepare them all
+// again.
+type trip struct {
+	*pgx.Batch
+	missing bool
+}
+
+// row queues a statement that returns one row, scanned by scan; no row
+// makes the call store.ErrNotFound.
+func (t *trip) row(sql string, args []any, scan func(pgx.Row) error) {
+	t.Queue(sql, args...).QueryRow(func(r pgx.Row) error {
+		err := scan(r)
+		if errors.Is(err, pgx.ErrNoRows) {
+			t.missing = true
+			return nil
+		}
+		return err
+	})
+}
+
+// affect queues a statement that must change a row; none makes the call
+// store.ErrNotFound.
+func (t *trip) affect(sql string, args ...any) {
+	t.Queue(sql, args...).Exec(func(tag pgconn.CommandTag) error {
+		if tag.RowsAffected() == 0 {
+			t.missing = true
+		}
+		return nil
+	})
 }
 
 // actAs switches the transaction to polydev_app and sets its claims to

@@ -364,7 +364,7 @@ func messagePage(ctx context.Context, tx *sql.Tx, as, conv string, paged bool, a
 }
 
 // ChatTurn implements store.Conversations: three reads in one read
-// transaction.
+// transaction (one snapshot).
 func (db *DB) ChatTurn(ctx context.Context, as, conversationID string) (*store.ChatTurn, error) {
 	const op = "chat turn"
 	as, ok1 := canonicalID(as)

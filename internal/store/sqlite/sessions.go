@@ -61,13 +61,15 @@ func (db *DB) CreateSession(ctx context.Context, as string, s *store.Session) er
 }
 
 // ActiveSession finds the session whose token hash is tokenHash, unrevoked
-// and with expires_at after now, and records now as its last use
-// (last_seen_at never moves backwards when lookups race). The session is
-// returned as found, so its LastSeenAt is the use before this one.
+// and with expires_at after now, and records now as its last use when the
+// recorded one is store.SessionTouchInterval old or more (last_seen_at
+// never moves backwards when lookups race). The session is returned as
+// found, so its LastSeenAt is the recorded use before this one.
 //
 // The lookup runs on a reader: unknown tokens, the bulk of any guessing,
-// never take the write lock. The update re-checks revocation and expiry,
-// so a session revoked in between is not found.
+// and most known ones never take the write lock. When it writes, the
+// update re-checks revocation and expiry, so a session revoked in between
+// is not found.
 func (db *DB) ActiveSession(ctx context.Context, tokenHash []byte, now time.Time) (*store.Session, error) {
 	const op = "active session"
 	if err := checkTimes(now); err != nil {
