@@ -315,29 +315,35 @@ upstream fetched directly from this process. Needs root and runc.`)
 		return first, err
 	}
 	// Every user first makes one untimed request (it binds a container to
-	// the user), then, unless --burst, waits a random part of one answer's
-	// length, so that arrivals spread as independent users' do; requests
-	// that start before the window opens (after one answer's length) are
-	// warm-up and not counted. With --burst every user starts at once and,
-	// answers being of one length, they stay in step: waves of --concurrency
-	// simultaneous requests.
+	// the user); once all have, each waits a random part of one answer's
+	// length, unless --burst, so that arrivals spread as independent users'
+	// do, and the window opens when every user has started. With --burst
+	// every user starts at once and, answers being of one length, they stay
+	// in step: waves of --concurrency simultaneous requests.
 	run := func(direct bool) ([]time.Duration, int, error) {
+		users := make([]string, *conc)
+		var bind sync.WaitGroup
+		for i := range users {
+			users[i] = fmt.Sprintf("user-%d", i)
+			bind.Add(1)
+			go func() { defer bind.Done(); _, _ = measure(users[i], direct) }()
+		}
+		bind.Wait()
 		var mu sync.Mutex
 		var all []time.Duration
 		errs := 0
 		var wg sync.WaitGroup
-		start := time.Now()
 		warmup := *streamFor
 		if *burst {
 			warmup = 0
 		}
+		start := time.Now()
 		open, end := start.Add(warmup), start.Add(warmup+*dur)
-		for i := 0; i < *conc; i++ {
+		for _, user := range users {
 			wg.Add(1)
-			go func(user string) {
+			go func() {
 				defer wg.Done()
-				_, _ = measure(user, direct)
-				if !*burst && warmup > 0 {
+				if warmup > 0 {
 					time.Sleep(rand.N(warmup))
 				}
 				for {
@@ -357,7 +363,7 @@ upstream fetched directly from this process. Needs root and runc.`)
 					}
 					mu.Unlock()
 				}
-			}(fmt.Sprintf("user-%d", i))
+			}()
 		}
 		wg.Wait()
 		return all, errs, nil
