@@ -270,16 +270,14 @@ func (e *Emulator) openAIChat(w http.ResponseWriter, r *http.Request) {
 	}
 
 	includeUsage := req.StreamOptions != nil && req.StreamOptions.IncludeUsage
-	chunk := func(delta map[string]any, finish *string) map[string]any {
-		m := map[string]any{
-			"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-			"service_tier": "default", "system_fingerprint": systemFingerprint,
-			"choices": []any{map[string]any{"index": 0, "delta": delta, "logprobs": nil, "finish_reason": finish}},
-		}
+	chunk := func(delta any, finish *string) oaChunk {
+		c := oaChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: model,
+			ServiceTier: "default", SystemFingerprint: systemFingerprint,
+			Choices: []oaChunkChoice{{Delta: delta, FinishReason: finish}}}
 		if includeUsage {
-			m["usage"] = nil
+			c.Usage = jsonNull
 		}
-		return m
+		return c
 	}
 	w.Header().Set("Content-Type", "text/event-stream; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-cache")
@@ -292,11 +290,11 @@ func (e *Emulator) openAIChat(w http.ResponseWriter, r *http.Request) {
 	if !c.run(ctx, len(a.tokens), step{
 		token: func(i int) error {
 			if i == 0 {
-				if err := s.event("", chunk(map[string]any{"role": "assistant", "content": "", "refusal": nil}, nil)); err != nil {
+				if err := s.event("", chunk(oaFirstDelta{Role: "assistant"}, nil)); err != nil {
 					return err
 				}
 			}
-			return s.event("", chunk(map[string]any{"content": delta(a.tokens, i)}, nil))
+			return s.event("", chunk(oaContentDelta{Content: delta(a.tokens, i)}, nil))
 		},
 		midErr: func() error {
 			_, e := openAIFailure(500, model)
@@ -306,7 +304,7 @@ func (e *Emulator) openAIChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(a.tokens) == 0 {
-		if err := s.event("", chunk(map[string]any{"role": "assistant", "content": "", "refusal": nil}, nil)); err != nil {
+		if err := s.event("", chunk(oaFirstDelta{Role: "assistant"}, nil)); err != nil {
 			c.interrupted()
 			return
 		}
@@ -316,10 +314,12 @@ func (e *Emulator) openAIChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if includeUsage {
-		u := map[string]any{
-			"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-			"service_tier": "default", "system_fingerprint": systemFingerprint,
-			"choices": []any{}, "usage": newOAUsage(a.input, len(a.tokens)),
+		u := chunk(nil, nil)
+		u.Choices = []oaChunkChoice{}
+		var err error
+		if u.Usage, err = json.Marshal(newOAUsage(a.input, len(a.tokens))); err != nil {
+			c.interrupted()
+			return
 		}
 		if err := s.event("", u); err != nil {
 			c.interrupted()
@@ -332,3 +332,37 @@ func (e *Emulator) openAIChat(w http.ResponseWriter, r *http.Request) {
 	}
 	c.end(http.StatusOK, OutcomeComplete)
 }
+
+// oaChunk is one chat.completion.chunk of a stream, its fields in the
+// order the API sends them (a struct, not a map: one is written per token).
+type oaChunk struct {
+	ID                string          `json:"id"`
+	Object            string          `json:"object"`
+	Created           int64           `json:"created"`
+	Model             string          `json:"model"`
+	ServiceTier       string          `json:"service_tier"`
+	SystemFingerprint string          `json:"system_fingerprint"`
+	Choices           []oaChunkChoice `json:"choices"`
+	Usage             json.RawMessage `json:"usage,omitempty"` // null on every chunk when the request asked for usage
+}
+
+type oaChunkChoice struct {
+	Index        int              `json:"index"`
+	Delta        any              `json:"delta"`
+	Logprobs     *json.RawMessage `json:"logprobs"` // always null
+	FinishReason *string          `json:"finish_reason"`
+}
+
+// oaFirstDelta opens the answer.
+type oaFirstDelta struct {
+	Role    string           `json:"role"`
+	Content string           `json:"content"`
+	Refusal *json.RawMessage `json:"refusal"` // null
+}
+
+// oaContentDelta is the delta of a token.
+type oaContentDelta struct {
+	Content string `json:"content"`
+}
+
+var jsonNull = json.RawMessage("null")
