@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,9 +20,14 @@ func TestBenchChat(t *testing.T) {
 	}
 	var out, errOut bytes.Buffer
 	e := env{stdin: strings.NewReader(""), stdout: &out, stderr: &errOut}
-	err := runBenchChat(context.Background(), e, []string{"--concurrency", "4", "--duration", "1s", "--tokens", "20", "--tps", "100", "--json"})
+	profile := filepath.Join(t.TempDir(), "relay.pprof")
+	err := runBenchChat(context.Background(), e, []string{"--concurrency", "4", "--duration", "1s", "--tokens", "20", "--tps", "100", "--json",
+		"--cpuprofile", profile})
 	if err != nil {
 		t.Fatalf("bench chat: %v (stderr %q)", err, errOut.String())
+	}
+	if fi, err := os.Stat(profile); err != nil || fi.Size() == 0 {
+		t.Errorf("--cpuprofile wrote no profile: %v", err)
 	}
 	// Every documented key is present, with the type documented.
 	var raw map[string]any
