@@ -3,8 +3,10 @@ package cli
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -66,4 +68,72 @@ func percentile(ds []time.Duration, p float64) float64 {
 		rank = len(s)
 	}
 	return float64(s[rank-1].Microseconds()) / 1000
+}
+
+// phase collects one measured window's figures.
+type phase struct {
+	mu         sync.Mutex
+	ttfb       []time.Duration
+	errors     int
+	firstError string
+}
+
+func (p *phase) ok(d time.Duration) {
+	p.mu.Lock()
+	p.ttfb = append(p.ttfb, d)
+	p.mu.Unlock()
+}
+
+func (p *phase) fail(err error) {
+	p.mu.Lock()
+	p.errors++
+	if p.firstError == "" {
+		p.firstError = err.Error()
+	}
+	p.mu.Unlock()
+}
+
+// spreadLoop runs n users, each calling once in a loop, and records in p
+// what the calls that start inside the measured window return.
+//
+// Independent users do not all press enter in the same millisecond: with a
+// warm-up, user i starts at a random moment within it, so arrivals spread
+// over time as they do with n streams under way, and the window opens
+// after it, when every user has started. With none (--burst), every user
+// starts at once and, answers being of one length, keeps the same rhythm:
+// arrivals come in waves of n — the worst case for queueing, reported
+// separately. The window lasts window; a call under way when it closes
+// finishes and counts.
+func spreadLoop(ctx context.Context, n int, warmup, window time.Duration, p *phase, once func(i int) (time.Duration, error)) {
+	start := time.Now()
+	open, end := start.Add(warmup), start.Add(warmup+window)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if warmup > 0 {
+				select {
+				case <-time.After(rand.N(warmup)):
+				case <-ctx.Done():
+					return
+				}
+			}
+			for {
+				t := time.Now()
+				if !t.Before(end) || ctx.Err() != nil {
+					return
+				}
+				d, err := once(i)
+				switch {
+				case t.Before(open):
+				case err != nil:
+					p.fail(err)
+				default:
+					p.ok(d)
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

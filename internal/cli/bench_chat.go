@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -434,76 +433,14 @@ func (b *chatBench) newUser(ctx context.Context, email string, password []byte, 
 	return u, nil
 }
 
-// phase collects one measured window's figures.
-type phase struct {
-	mu         sync.Mutex
-	ttfb       []time.Duration
-	errors     int
-	firstError string
-}
-
-func (p *phase) ok(d time.Duration) {
-	p.mu.Lock()
-	p.ttfb = append(p.ttfb, d)
-	p.mu.Unlock()
-}
-
-func (p *phase) fail(err error) {
-	p.mu.Lock()
-	p.errors++
-	if p.firstError == "" {
-		p.firstError = err.Error()
-	}
-	p.mu.Unlock()
-}
-
-// loop runs n users, each calling once in a loop, and records what the
-// calls that start inside the measured window return.
-//
-// Independent users do not all press enter in the same millisecond: unless
-// burst is set, user i starts at a random moment within one answer's
-// length, so arrivals spread over time as they do with n streams under
-// way, and the window opens after that warm-up, when every user has
-// started. With burst, every user starts at once and keeps the same rhythm
-// (answers of one length), so arrivals come in waves of n — the worst case
-// for queueing, reported separately. The window lasts b.d; a call under
-// way when it closes finishes and counts.
+// loop runs b.n users through spreadLoop; the warm-up is one answer's
+// length (none with --burst, or when answers come as fast as possible).
 func (b *chatBench) loop(ctx context.Context, p *phase, once func(i int) (time.Duration, error)) {
 	var warmup time.Duration
 	if !b.burst && b.tps > 0 {
 		warmup = time.Duration(float64(b.tokens-1) / b.tps * float64(time.Second))
 	}
-	start := time.Now()
-	open, end := start.Add(warmup), start.Add(warmup+b.d)
-	var wg sync.WaitGroup
-	for i := range b.n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if warmup > 0 {
-				select {
-				case <-time.After(rand.N(warmup)):
-				case <-ctx.Done():
-					return
-				}
-			}
-			for {
-				t := time.Now()
-				if !t.Before(end) || ctx.Err() != nil {
-					return
-				}
-				d, err := once(i)
-				switch {
-				case t.Before(open):
-				case err != nil:
-					p.fail(err)
-				default:
-					p.ok(d)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	spreadLoop(ctx, b.n, warmup, b.d, p, once)
 }
 
 // baseline streams from the emulator through the adapter directly.

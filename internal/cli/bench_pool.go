@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -329,44 +328,13 @@ upstream fetched directly from this process. Needs root and runc.`)
 			go func() { defer bind.Done(); _, _ = measure(users[i], direct) }()
 		}
 		bind.Wait()
-		var mu sync.Mutex
-		var all []time.Duration
-		errs := 0
-		var wg sync.WaitGroup
 		warmup := *streamFor
 		if *burst {
 			warmup = 0
 		}
-		start := time.Now()
-		open, end := start.Add(warmup), start.Add(warmup+*dur)
-		for _, user := range users {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if warmup > 0 {
-					time.Sleep(rand.N(warmup))
-				}
-				for {
-					t := time.Now()
-					if !t.Before(end) {
-						return
-					}
-					d, err := measure(user, direct)
-					if t.Before(open) {
-						continue
-					}
-					mu.Lock()
-					if err != nil {
-						errs++
-					} else {
-						all = append(all, d)
-					}
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
-		return all, errs, nil
+		p := &phase{}
+		spreadLoop(ctx, *conc, warmup, *dur, p, func(i int) (time.Duration, error) { return measure(users[i], direct) })
+		return p.ttfb, p.errors, nil
 	}
 	base, baseErrs, _ := run(true)
 	through, errs, _ := run(false)
